@@ -1,0 +1,36 @@
+# The whole set-up on a fresh machine: `make demo` runs the main job, `make test` runs every test.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test export clean-nbs readme bench
+
+$(STAMP): settings.ini setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU build of torch first: an unpinned torch on a fresh venv pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sftrl demo --out figures/demo
+
+test: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --do_print
+	$(BIN)/pytest -q tests
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev_clean
+
+readme: $(STAMP)
+	$(BIN)/jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_points.py
