@@ -33,4 +33,4 @@ readme: $(STAMP)
 	$(BIN)/jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_points.py
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
