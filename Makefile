@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test export clean-nbs readme bench
+.PHONY: install demo test export clean-nbs readme bench docs
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -34,3 +34,7 @@ readme: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# The site, from the notebooks (Sphinx + myst-nb, executed and cached): _build/site/index.html.
+docs: $(STAMP)
+	$(BIN)/python docs/build.py _build/site

@@ -1,0 +1,68 @@
+"""Sphinx configuration of the sftrl site: `make docs` builds it into _build/site (docs/build.py).
+
+The source folder is `nbs/`, as in any nbdev project: every notebook there is a page, `index.ipynb`
+(the README) is the home page, and `nbdev_pages.py` beside this file reads the notebooks the way
+nbdev's own site would. Notebooks are executed at build time by myst-nb, and the outputs are kept
+in a jupyter-cache under `_build/` so that a rebuild re-runs only the notebooks whose code changed.
+"""
+import configparser
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS))
+settings = configparser.ConfigParser()
+settings.read(ROOT / 'settings.ini')
+meta = settings['DEFAULT']
+
+project = meta['title']
+author = meta['author']
+copyright = meta['copyright']
+release = meta['version']
+
+extensions = ['myst_nb', 'sphinx.ext.autodoc', 'nbdev_pages']
+root_doc = 'index'
+exclude_patterns = ['_*', '**/_*', '**/.ipynb_checkpoints', '*.md.bak']
+
+# nbdev: notebooks are read as nbdev shows them (docs/nbdev_pages.py).
+nbdev_lib_name = meta['lib_name']
+nbdev_slow_flags = meta.get('tst_flags', '').split()
+nbdev_extra_pages = ['reproduce']
+
+# Execution: every notebook runs at build time, cached by its code in _build/jupyter_cache;
+# a notebook that raises fails the build.
+nb_execution_mode = 'cache'
+nb_execution_cache_path = str(ROOT / '_build' / 'jupyter_cache')
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
+# Experiment notebooks are not run by the site build: a page shows the outputs committed with the
+# notebook (the run that drew figures/); CI runs them separately with the smoke preset through papermill.
+nb_execution_excludepatterns = ['experiments/*']
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_render_markdown_format = 'gfm'  # `Markdown(...)` outputs hold tables
+nb_output_stderr = 'remove-warn'
+
+# Cross-references: a broken one is an error (make docs runs sphinx-build -W).
+nitpicky = True
+# Types from the standard library and third-party packages in signatures: their docs are not
+# reachable offline (no intersphinx inventories), so only references to them are let through.
+nitpick_ignore_regex = [
+    ('py:class', r'(pathlib|collections|typing|fractions|argparse|random|numbers|enum)\..*'),
+    ('py:class', r'(np|numpy|gym|gymnasium|spaces|PIL|Image|torch|transformers|datasets|trl|accelerate|pandas)\..*'),
+]
+autodoc_member_order = 'bysource'
+autodoc_preserve_defaults = True    # `style=DEFAULT_STYLE`, not the repr of the dataclass
+autodoc_inherit_docstrings = False  # gymnasium's own docstrings are not this site's (nor valid reST)
+autodoc_typehints = 'signature'
+add_module_names = False
+python_display_short_literal_types = True
+
+html_theme = 'furo'
+html_title = f'{project} {release}'
+html_last_updated_fmt = None
+html_copy_source = False
+html_show_sourcelink = False
+html_theme_options = {'source_repository': meta['git_url'] + '/', 'source_branch': meta['branch'],
+                      'source_directory': meta['nbs_path'] + '/'}

@@ -1,0 +1,189 @@
+"""The site: built from the notebooks with every warning an error (`make docs`), then read in headless
+Chromium as a person would: every page loads with no console error and no request leaving 127.0.0.1,
+every internal link and anchor resolves, every image loads. Screenshots of the home page and of the
+GeneralPoints chapter are saved under _build/test_artifacts/ (or $SFTRL_TEST_ARTIFACTS).
+
+Chromium is Debian's (`chromium`, `chromium-driver`), installed here with apt-get when missing and
+running as root (as CI does); playwright drives it through `executable_path` and never downloads a browser.
+"""
+import html.parser
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path('/usr/bin/chromium')
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync']
+ARTIFACTS = Path(os.environ.get('SFTRL_TEST_ARTIFACTS', ROOT / '_build' / 'test_artifacts'))
+PAGE_TIMEOUT_MS = 30_000
+SERVE_SECONDS = 600
+
+_spec = importlib.util.spec_from_file_location('sftrl_docs_build', ROOT / 'docs' / 'build.py')
+docs_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(docs_build)
+
+
+def _notebook_pages() -> list[str]:
+    "Page names the site must have: the home page, every numbered notebook and every experiment notebook."
+    nbs = ROOT / 'nbs'
+    found = sorted(nbs.glob('[0-9]*.ipynb')) + sorted((nbs / 'experiments').glob('[!_.]*.ipynb'))
+    return ['index'] + [p.relative_to(nbs).with_suffix('').as_posix() for p in found]
+
+
+def _ensure_chromium() -> None:
+    if CHROMIUM.exists(): return
+    if os.geteuid() != 0:
+        pytest.fail('Chromium is missing and this is not root: apt-get install -y chromium chromium-driver')
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    subprocess.run(['apt-get', 'update', '-qq'], check=True, env=env, timeout=600)
+    subprocess.run(['apt-get', 'install', '-y', '-qq', 'chromium', 'chromium-driver'], check=True, env=env, timeout=900)
+
+
+class _Ids(html.parser.HTMLParser):
+    "Every id and name attribute of a page: what a link's #fragment may point at."
+    def __init__(self):
+        super().__init__()
+        self.ids = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.ids.update(v for k, v in attrs if k in ('id', 'name') and v)
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp('docs') / 'site'
+    seconds = docs_build.build(out)
+    print(f'site built in {seconds:.1f} s')
+    return out
+
+
+@pytest.fixture(scope='module')
+def base_url(site):
+    server = docs_build.serve(site, port=0, seconds=SERVE_SECONDS)
+    yield f'http://127.0.0.1:{server.server_address[1]}/'
+    server.deadline.cancel()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    _ensure_chromium()
+    from playwright.sync_api import sync_playwright
+    profile = tempfile.mkdtemp(prefix='sftrl-chromium-')
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+                viewport={'width': 1280, 'height': 900}, timeout=PAGE_TIMEOUT_MS)
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
+            yield context
+            context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _visit(context, url: str) -> dict:
+    "Open `url`; return the page, its console errors, failed or blocked requests, broken images and links."
+    page, problems = context.new_page(), []
+    page.on('console', lambda m: m.type == 'error' and problems.append(f'console: {m.text}'))
+    page.on('pageerror', lambda e: problems.append(f'page error: {e}'))
+    page.on('requestfailed', lambda r: problems.append(f'request failed: {r.url} {r.failure}'))
+    page.on('response', lambda r: r.status >= 400 and problems.append(f'HTTP {r.status}: {r.url}'))
+    host = urlparse(url).netloc
+    def only_local(route):
+        if urlparse(route.request.url).netloc == host: return route.continue_()
+        problems.append(f'left the site: {route.request.url}')
+        route.abort()
+    page.route('**/*', only_local)
+    page.goto(url, wait_until='load')
+    page.wait_for_load_state('networkidle')
+    images = page.eval_on_selector_all('img', 'els => els.map(e => [e.currentSrc || e.src, e.complete && e.naturalWidth > 0])')
+    links = page.eval_on_selector_all('a[href]', 'els => els.map(e => e.href)')
+    return dict(page=page, problems=problems, images=images, links=links)
+
+
+def test_every_notebook_has_a_page_in_reading_order(site):
+    for name in _notebook_pages():
+        assert (site / f'{name}.html').exists(), f'{name}.ipynb has no page in the site'
+    sidebar = (site / 'index.html').read_text()
+    chapters = [n for n in _notebook_pages()[1:] if '/' not in n]
+    positions = [sidebar.find(f'href="{n}.html"') for n in chapters]
+    assert all(p >= 0 for p in positions), 'a chapter is missing from the table of contents'
+    assert positions == sorted(positions), 'the chapters are not listed in their numbered order'
+
+
+def test_pages_load_cleanly_in_chromium(site, base_url, browser):
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html'))
+    assert {f'{n}.html' for n in _notebook_pages()} <= set(pages)
+    ids, checked = {}, 0
+    for name in pages:
+        seen = _visit(browser, urljoin(base_url, name))
+        if name in ('index.html', '02_points.html'): _screenshots(seen['page'], name)
+        seen['page'].close()
+        assert not seen['problems'], f'{name}: ' + '; '.join(seen['problems'])
+        broken = [src for src, ok in seen['images'] if not ok]
+        assert not broken, f'{name}: images that did not load: {broken}'
+        for link in seen['links']:
+            target, fragment = urldefrag(link)
+            if not target.startswith(base_url): continue   # external: not followed offline
+            if target not in ids: ids[target] = _fetch_ids(target)
+            assert ids[target] is not None, f'{name}: broken link {link}'
+            assert not fragment or fragment in ids[target], f'{name}: link to a missing anchor {link}'
+            checked += 1
+    assert checked > 100, f'only {checked} internal links were checked'
+
+
+def _fetch_ids(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read()
+            kind = response.headers.get_content_type()
+    except OSError:
+        return None
+    parser = _Ids()
+    if kind == 'text/html': parser.feed(body.decode('utf-8', 'replace'))
+    return parser.ids
+
+
+def _screenshots(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    stem = Path(name).stem
+    page.screenshot(path=ARTIFACTS / f'{stem}.png')
+    first_image = page.query_selector('article img')
+    if first_image:
+        first_image.scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / f'{stem}-first-image.png')
+
+
+def test_api_entries_and_cross_links(site):
+    "nbdev's show_doc is rendered by autodoc, and backticked names in the prose link to those entries."
+    points = (site / '02_points.html').read_text()
+    for name in ('GeneralPointsEnv', 'verify', 'REWARDS'):
+        assert f'id="sftrl.points.{name}"' in points, f'no API entry for sftrl.points.{name}'
+    assert 'href="#sftrl.points.GeneralPointsEnv"' in points, 'the prose does not link to GeneralPointsEnv'
+    assert 'href="00_core.html#sftrl.core.Verdict"' in points, 'no cross-page link to sftrl.core.Verdict'
+    assert '#| export' not in points and '#| hide' not in points, 'nbdev directives leak into the page'
+
+
+def test_a_broken_cross_reference_fails_the_build(tmp_path):
+    "One page built on its own (the home page), with a reference to an object that does not exist."
+    src = tmp_path / 'nbs'
+    src.mkdir()
+    shutil.copy(ROOT / 'nbs' / 'reproduce.md', src)
+    index = nbformat.read(ROOT / 'nbs' / 'index.ipynb', as_version=4)
+    index.cells.append(nbformat.v4.new_markdown_cell('See {py:func}`sftrl.points.no_such_function`.'))
+    nbformat.write(index, src / 'index.ipynb')
+    command = docs_build.sphinx_command(tmp_path / 'site', source=src)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0, 'a broken cross-reference did not fail the build'
+    assert 'sftrl.points.no_such_function' in result.stderr
