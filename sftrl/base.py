@@ -27,13 +27,13 @@ from .nav import relative_turn
 from .points import evaluate
 
 # %% auto #0
-__all__ = ['DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc',
-           'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig', 'pretrain_base',
-           'complete', 'probe_base']
+__all__ = ['RANK_WORDS', 'SUIT_WORDS', 'DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc',
+           'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig',
+           'StopAfter', 'pretrain_base', 'complete', 'probe_base']
 
 # %% ../nbs/05_base.ipynb #40d109d3
-_NAMES = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
-_SUIT_NAMES = {'S': 'spades', 'C': 'clubs', 'H': 'hearts', 'D': 'diamonds'}
+RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
+SUIT_WORDS = {'S': 'spades', 'C': 'clubs', 'H': 'hearts', 'D': 'diamonds'}
 _OPS = '+-*/'
 
 def _number(x: Fraction) -> str:
@@ -123,7 +123,7 @@ def card_doc(rng) -> str:
     for _ in range(int(rng.integers(3, 6))):
         rank, suit = RANKS[int(rng.integers(0, 13))], list(SUITS)[int(rng.integers(0, 4))]
         colour = 'red' if suit in 'HD' else 'black'
-        lines.append(f"{rank}{SUITS[suit]} is the {_NAMES.get(rank, rank)} of {_SUIT_NAMES[suit]}, a {colour} card.")
+        lines.append(f"{rank}{SUITS[suit]} is the {RANK_WORDS.get(rank, rank)} of {SUIT_WORDS[suit]}, a {colour} card.")
     return "\n".join(lines)
 
 # %% ../nbs/05_base.ipynb #58d67573
@@ -212,7 +212,7 @@ def _blocks(tokenizer, documents: list[str], block_size: int) -> Dataset:
     return Dataset.from_dict({'input_ids': [ids[i * block_size:(i + 1) * block_size] for i in range(n)]})
 
 # %% ../nbs/05_base.ipynb #c1bd2a42
-class _StopAfter(TrainerCallback):
+class StopAfter(TrainerCallback):
     "Stop training after `step` steps, as an interruption would (used to test resuming)."
     def __init__(self, step: int): self.step = step
     def on_step_end(self, args, state, control, **kwargs):
@@ -238,7 +238,7 @@ def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir='runs/base', prog
     trainer = Trainer(model=policy.model, args=_training_args(config, folder, progress),
                       train_dataset=_blocks(tokenizer, documents, config.block_size),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
-    if stop_after is not None: trainer.add_callback(_StopAfter(stop_after))
+    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
     trainer.train(resume_from_checkpoint=last)
