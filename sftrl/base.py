@@ -29,7 +29,7 @@ from .points import evaluate
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc',
            'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig',
-           'StopAfter', 'pretrain_base', 'complete', 'probe_base']
+           'StopAfter', 'training_args', 'pretrain_base', 'complete', 'probe_base']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -219,13 +219,14 @@ class StopAfter(TrainerCallback):
         if state.global_step >= self.step: control.should_training_stop = True; control.should_save = True
 
 # %% ../nbs/05_base.ipynb #204e5369
-def _training_args(config: BaseConfig, folder: Path, progress: bool) -> TrainingArguments:
+def training_args(config, folder: Path, progress: bool, **overrides) -> TrainingArguments:
+    "The pretraining schedule of a base config (text or vision): cosine LR, checkpoints in `folder`, CPU."
     return TrainingArguments(output_dir=str(folder / 'checkpoints'), max_steps=config.max_steps,
                              per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
                              lr_scheduler_type='cosine', warmup_steps=config.warmup_steps, weight_decay=0.0,
                              save_strategy='steps', save_steps=config.save_steps, save_total_limit=2,
                              logging_steps=max(1, config.max_steps // 20), report_to=[], seed=config.seed,
-                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=not progress)
+                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=not progress, **overrides)
 
 def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir='runs/base', progress: bool = True,
                   stop_after: int | None = None) -> Policy:
@@ -235,7 +236,7 @@ def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir='runs/base', prog
     documents = base_corpus(config.documents, config.seed, dict(config.mixture))
     tokenizer = build_tokenizer(documents + task_texts(n=200, seed=config.seed), config.vocab_size)
     policy = build_text_policy(tokenizer, config.size, seed=config.seed)
-    trainer = Trainer(model=policy.model, args=_training_args(config, folder, progress),
+    trainer = Trainer(model=policy.model, args=training_args(config, folder, progress),
                       train_dataset=_blocks(tokenizer, documents, config.block_size),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
     if stop_after is not None: trainer.add_callback(StopAfter(stop_after))

@@ -18,7 +18,7 @@ from PIL import Image, ImageFont
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .base import BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_corpus, pretrain_base
+from .base import BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_corpus, pretrain_base, training_args
 from .cards import RANKS, SUIT_SETS, SUITS, Card, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash
@@ -200,15 +200,6 @@ class ResumingTrainer(Trainer):
         saved = type(model).from_pretrained(resume_from_checkpoint, local_files_only=True)
         model.load_state_dict(saved.state_dict())
 
-def _training_args(config: VisionBaseConfig, folder: Path, progress: bool) -> TrainingArguments:
-    return TrainingArguments(output_dir=str(folder / 'checkpoints'), max_steps=config.max_steps,
-                             per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                             lr_scheduler_type='cosine', warmup_steps=config.warmup_steps, weight_decay=0.0,
-                             save_strategy='steps', save_steps=config.save_steps, save_total_limit=2,
-                             logging_steps=max(1, config.max_steps // 20), report_to=[], seed=config.seed,
-                             use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-                             disable_tqdm=not progress)
-
 # %% ../nbs/05_base_vision.ipynb #d99a8358
 def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir='runs/base', progress: bool = True,
                          stop_after: int | None = None) -> Policy:
@@ -219,8 +210,8 @@ def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_di
     documents = base_corpus(config.text.documents, config.text.seed, dict(config.text.mixture))
     data = CaptionPairs(config.pairs, policy_size(config.text.size).image_size, config.seed, dict(config.mixture),
                         config.styles, documents)
-    trainer = ResumingTrainer(model=policy.model, args=_training_args(config, folder, progress), train_dataset=data,
-                      data_collator=caption_collator(policy.processor))
+    args = training_args(config, folder, progress, remove_unused_columns=False)   # the collator reads 'image'
+    trainer = ResumingTrainer(model=policy.model, args=args, train_dataset=data, data_collator=caption_collator(policy.processor))
     if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
