@@ -35,6 +35,11 @@ nbdev_extra_pages = ['reproduce']
 nb_execution_mode = 'cache'
 nb_execution_cache_path = str(ROOT / '_build' / 'jupyter_cache')
 nb_execution_timeout = 600
+# The cache's database is created here, once, before `sphinx-build -j` starts its readers: two readers
+# creating it at the same moment race (sqlite "table settings already exists" failed a CI run).
+from jupyter_cache import get_cache as _get_cache  # noqa: E402
+Path(nb_execution_cache_path).mkdir(parents=True, exist_ok=True)
+_get_cache(nb_execution_cache_path).db
 nb_execution_raise_on_error = True
 # Experiment notebooks are not run by the site build: a page shows the outputs committed with the
 # notebook (the run that drew figures/); CI runs them separately with the smoke preset through papermill.
