@@ -23,7 +23,7 @@ release = meta['version']
 
 extensions = ['myst_nb', 'sphinx.ext.autodoc', 'nbdev_pages']
 root_doc = 'index'
-exclude_patterns = ['_*', '**/_*', '**/.ipynb_checkpoints', '*.md.bak']
+exclude_patterns = ['_*', '**/_*', '**/.ipynb_checkpoints', '*.md.bak', 'runs']   # runs/: caches the notebooks write
 
 # nbdev: notebooks are read as nbdev shows them (docs/nbdev_pages.py).
 nbdev_lib_name = meta['lib_name']

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
+from filelock import FileLock
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -29,7 +30,7 @@ from .points import evaluate
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc',
            'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig',
-           'StopAfter', 'training_args', 'pretrain_base', 'complete', 'probe_base']
+           'StopAfter', 'training_args', 'building', 'pretrain_base', 'complete', 'probe_base']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -228,11 +229,20 @@ def training_args(config, folder: Path, progress: bool, **overrides) -> Training
                              logging_steps=max(1, config.max_steps // 20), report_to=[], seed=config.seed,
                              use_cpu=True, dataloader_num_workers=0, disable_tqdm=not progress, **overrides)
 
+def building(folder: Path) -> FileLock:
+    "A lock held while the run in `folder` is built: another process building the same run waits, then finds it cached."
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder) + '.lock')
+
 def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir='runs/base', progress: bool = True,
                   stop_after: int | None = None) -> Policy:
     "Train (or load from the cache, or resume) the base text policy of `config`."
     folder = Path(cache_dir) / f"base-{config.size}-{config_hash(config)}"
-    if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
+    with building(folder):
+        if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
+        return _train_base(config, folder, progress, stop_after)
+
+def _train_base(config: BaseConfig, folder: Path, progress: bool, stop_after: int | None) -> Policy:
     documents = base_corpus(config.documents, config.seed, dict(config.mixture))
     tokenizer = build_tokenizer(documents + task_texts(n=200, seed=config.seed), config.vocab_size)
     policy = build_text_policy(tokenizer, config.size, seed=config.seed)

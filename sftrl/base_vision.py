@@ -18,7 +18,7 @@ from PIL import Image, ImageFont
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .base import BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_corpus, pretrain_base, training_args
+from .base import BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_corpus, building, pretrain_base, training_args
 from .cards import RANKS, SUIT_SETS, SUITS, Card, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash
@@ -205,8 +205,13 @@ def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_di
                          stop_after: int | None = None) -> Policy:
     "Train (or load from the cache, or resume) the vision base of `config`, building its text base first."
     folder = Path(cache_dir) / f"vision-base-{config.text.size}-{config_hash(config)}"
-    if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
-    policy = vision_from_text(pretrain_base(config.text, cache_dir=cache_dir, progress=progress), config.text.size, config.seed)
+    text_base = pretrain_base(config.text, cache_dir=cache_dir, progress=progress)
+    with building(folder):
+        if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
+        return _train_vision_base(config, text_base, folder, progress, stop_after)
+
+def _train_vision_base(config: VisionBaseConfig, text_base: Policy, folder: Path, progress: bool, stop_after: int | None) -> Policy:
+    policy = vision_from_text(text_base, config.text.size, config.seed)
     documents = base_corpus(config.text.documents, config.text.seed, dict(config.text.mixture))
     data = CaptionPairs(config.pairs, policy_size(config.text.size).image_size, config.seed, dict(config.mixture),
                         config.styles, documents)

@@ -25,8 +25,8 @@ from .tasks import (Task, evaluation_seeds, get_task, make_env, oracle_answer, p
 
 # %% auto #0
 __all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'observation_digest', 'random_mistake_policy', 'read_log', 'evaluate',
-           'load_evaluation', 'binomial_se', 'categories', 'summarize', 'prompt_overlap', 'sft_flops', 'rl_flops',
-           'gflops', 'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda']
+           'load_evaluation', 'binomial_se', 'categories', 'summarize', 'opening_key', 'openings', 'prompt_overlap',
+           'sft_flops', 'rl_flops', 'gflops', 'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -273,24 +273,25 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     return pd.DataFrame(rows).set_index('metric')
 
 # %% ../nbs/09_evaluate.ipynb #60e76586
-def _opening(task: Task, obs: dict, info: dict) -> str:
+def opening_key(task, obs: dict, info: dict) -> str:
     "An episode's first observation as a key: its prompt text and what its image is drawn from."
-    shown = ''
+    task, shown = get_task(task), ''
     if task.vision:
         shown = json.dumps([info['cards'], info['suits']] if task.env == 'points' else [info['route_id'], info['heading']])
     return obs['text'] + '\x00' + shown
 
-def _openings(task: Task, split: str, seeds: list[int], **env_kwargs) -> list[str]:
-    env = make_env(task, split, **env_kwargs)
-    return [_opening(task, *start_episode(env, task, split, s, i)) for i, s in enumerate(seeds)]
+def openings(task, split: str, seeds: list[int], **env_kwargs) -> list[str]:
+    "The `opening_key` of each episode seeded by `seeds` (in order) of `task`/`split`."
+    task, env = get_task(task), make_env(task, split, **env_kwargs)
+    return [opening_key(task, *start_episode(env, task, split, s, i)) for i, s in enumerate(seeds)]
 
 def prompt_overlap(task, split: str = 'id', n_eval: int = 200, n_train: int = 10_000, seed: int = 0,
                    train_seed: int = 0, **env_kwargs) -> float:
     "Share of the `n_eval` evaluation episodes whose first observation (text and image) also opens one of `n_train` training episodes."
     task = get_task(task)
     if task.vision: env_kwargs.setdefault('resolution', 64 if task.env == 'points' else 32)  # the key does not read pixels
-    trained = set(_openings(task, 'train', training_seeds(train_seed, n_train), **env_kwargs))
-    evaluated = _openings(task, split, evaluation_seeds(seed, n_eval), **env_kwargs)
+    trained = set(openings(task, 'train', training_seeds(train_seed, n_train), **env_kwargs))
+    evaluated = openings(task, split, evaluation_seeds(seed, n_eval), **env_kwargs)
     return sum(o in trained for o in evaluated) / n_eval if n_eval else 0.0
 
 # %% ../nbs/09_evaluate.ipynb #8d03dea6

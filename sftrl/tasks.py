@@ -88,8 +88,8 @@ def points_answer(cards, numbers, formula: str, target: int = 24) -> str:
             ',\n  "formula": "' + f"{formula}={target}" + '",\n}')
 
 def expert_formula(numbers, target: int = 24) -> str | None:
-    "The solver's first formula that makes `target` exactly and in floating point (as the official `eval`), else its first; None if unsolvable."
-    solutions = solve(list(numbers), target)
+    "The solver's first formula (numbers in ascending order) that makes `target` exactly and in floating point (as the official `eval`), else its first; None if unsolvable."
+    solutions = solve(sorted(numbers), target)
     return next((s for s in solutions if formula_value(s, 'official') == target), solutions[0] if solutions else None)
 
 def _points_answer(info: dict) -> str:
