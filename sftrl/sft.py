@@ -20,7 +20,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash
 from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
-from .evaluate import openings, opening_key, sft_flops
+from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
 from .models import Policy, count_parameters, load_policy
 from .base import BASE_PRESETS, StopAfter, building, pretrain_base
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
@@ -45,37 +45,40 @@ def evaluation_openings(task, holdout: int = HOLDOUT, seeds=EVALUATION_SEEDS, **
 def _image(obs: dict) -> Image.Image:
     return Image.fromarray(obs['image'])
 
-def demonstration_episode(task, env, seed: int, index: int = 0) -> list[dict]:
-    "The expert's conversations along one training episode: one per position, with the image for vision tasks."
+def demonstration_episode(task, env, seed: int, index: int = 0, policy=None) -> list[dict]:
+    "Conversations along one training episode, one per position answered right: the expert's, or `policy`'s tries up to its right answer."
     task, rows = get_task(task), []
     obs, info = start_episode(env, task, 'train', seed, index)
-    while True:
-        answer = oracle_answer(task, obs, info)
+    while info.get('tries_left', 1) > 0:      # none left: the position's tries are spent and the episode fails there
+        shown = {'image': obs['image']} if task.vision else {}
+        answer = policy([{'messages': info['messages'], 'info': info, **shown}])[0] if policy else oracle_answer(task, obs, info)
         row = {'messages': info['messages'] + [{'role': 'assistant', 'content': answer}]}
         if task.vision: row['images'] = [_image(obs)]
-        rows.append(row)
         obs, reward, terminated, truncated, info = env.step(answer)
-        if not info['verdict'].correct: raise RuntimeError(f"the oracle failed at {info['verdict']} (seed {seed})")
-        if terminated or truncated: return rows
+        if info['verdict'].correct: rows.append(row)
+        elif policy is None: raise RuntimeError(f"the oracle failed at {info['verdict']} (seed {seed})")
+        if terminated or truncated: break
+    return rows
 
 # %% ../nbs/07_sft.ipynb #a919613a
-def demonstrations(task, n: int, seed: int = 0, holdout: int = HOLDOUT, progress: bool = False,
+def demonstrations(task, n: int, seed: int = 0, holdout: int = HOLDOUT, mistake_rate: float = 0.0,
                    **env_kwargs) -> Dataset:
-    "`n` expert conversations of `task`'s training split in TRL's conversational format (`images` for vision tasks)."
+    "`n` conversations of `task`'s training split in TRL's conversational format (`images` for vision tasks): expert answers, or revisions with mistakes."
     task = get_task(task)
     if n < 1: raise ValueError(f"n must be >= 1, got {n}")
+    policy = random_mistake_policy(task, mistake_rate, seed) if mistake_rate > 0 else None
     held_out = evaluation_openings(task, holdout, **env_kwargs) if holdout else set()
     env, rows, skipped, draws = make_env(task, 'train', **env_kwargs), [], 0, 0
     while len(rows) < n:
         for episode_seed in training_seeds(seed + draws, max(64, n)):
             obs, info = start_episode(env, task, 'train', episode_seed, len(rows))
             if opening_key(task, obs, info) in held_out: skipped += 1; continue
-            steps = demonstration_episode(task, env, episode_seed, len(rows))
+            steps = demonstration_episode(task, env, episode_seed, len(rows), policy)
             rows += [{**r, 'seed': episode_seed, 'position': k} for k, r in enumerate(steps)]
             if len(rows) >= n: break
         draws += 1
     data = Dataset.from_list(rows[:n])
-    data.info.description = json.dumps({'task': task.name, 'seed': seed, 'skipped_as_evaluation': skipped})
+    data.info.description = json.dumps({'task': task.name, 'seed': seed, 'mistake_rate': mistake_rate, 'skipped_as_evaluation': skipped})
     return data
 
 # %% ../nbs/07_sft.ipynb #b83f591f
@@ -97,6 +100,7 @@ class SFTRun:
     warmup_ratio: float = 0.03
     max_length: int = 2048
     resolution: int | None = None   # image size the environment renders (vision tasks); None: the paper's
+    mistake_rate: float = 0.0    # 0: optimal single-turn demonstrations; > 0: sub-optimal revision transcripts (Fig. 15)
     seed: int = 0
 
 # The official learning rates and epochs (PAPER.md §3), by task.
@@ -114,8 +118,10 @@ def sft_run(preset: str, task, **overrides) -> SFTRun:
     settings = {'task': task.name}
     if preset == 'paper':
         settings['learning_rate'], settings['epochs'] = PAPER_SFT[task.name]
-    elif task.vision:
-        settings['resolution'] = 64 if preset == 'smoke' else 224
+    else:
+        if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
+        # V-IRL conversations are ~2.7x longer than GeneralPoints' (about 820 tokens to 300): the same tokens
+        if task.env == 'nav': settings['examples'] = max(1, round(run.examples * 3 / 8))
     run = replace(run, **settings, **overrides)
     if run.trainable not in TRAINABLE: raise ValueError(f"trainable must be one of {TRAINABLE}, got {run.trainable!r}")
     return run
@@ -193,7 +199,7 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None) ->
     task, policy = get_task(run.task), base_policy(run)
     set_trainable(policy.model, run.trainable)
     env_kwargs = {'resolution': run.resolution} if task.vision and run.resolution else {}
-    data = demonstrations(task, run.examples, run.seed, **env_kwargs)
+    data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
     trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, _steps(run, len(data)), progress),
