@@ -175,6 +175,7 @@ def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool) -> SFTC
                      save_strategy='steps', save_steps=max(1, math.ceil(steps / run.checkpoints)), save_only_model=False,
                      logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
                      assistant_only_loss=True, max_length=run.max_length, include_num_input_tokens_seen='non_padding',
+                     gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not _on_gpu())
 
 def _on_gpu() -> bool:
