@@ -5,6 +5,7 @@
 # %% ../nbs/08_rl.ipynb #f34eb8b3
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 
 from .base import building
@@ -290,16 +291,19 @@ def _compute(run: RLRun, n_params: int, d_init: int, totals: dict) -> dict:
 def _checkpoint_updates(run: RLRun) -> set[int]:
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
 
+def _cpu() -> bool: return not torch.cuda.is_available()
+
 def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int | None = None) -> Path:
     "Train (or find in the cache, or resume) the RL run; its folder."
     if not run.init: raise ValueError("run.init must name the checkpoint RL starts from (an SFT checkpoint, or a base)")
     folder = rl_folder(run, root)
-    with building(folder):
+    # one process builds a run at a time; under `accelerate launch` the launcher starts the ranks together
+    with building(folder) if PartialState(cpu=_cpu()).num_processes == 1 else contextlib.nullcontext():
         if (folder / 'done').exists(): return folder
         return _train(run, folder, progress, stop_after)
 
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> Path:
-    accelerator, state = Accelerator(cpu=not torch.cuda.is_available()), folder / 'state' / 'trainer.pt'
+    accelerator, state = Accelerator(cpu=_cpu()), folder / 'state' / 'trainer.pt'
     resumed = torch.load(state, weights_only=False) if state.exists() else None
     policy = load_policy(folder / 'state' / 'policy' if resumed else run.init)
     policy.model.train()
@@ -327,6 +331,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> 
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
         stats = ppo_update(model, value_head, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
         scheduler.step()
+        stats['rank_checksums'] = _rank_checksums(accelerator, model)
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
@@ -338,6 +343,13 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> 
     return folder
 
 # %% ../nbs/08_rl.ipynb #a0f0eb08
+def _rank_checksums(accelerator, model) -> list[float]:
+    "Each rank's sum of its policy weights: data-parallel ranks must hold the same model after every update."
+    total = torch.tensor([float(sum(p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()))])
+    sums = accelerator.gather(total).tolist()
+    if max(sums) != min(sums): raise RuntimeError(f"data-parallel ranks diverged after an update: weight sums {sums}")
+    return sums
+
 def _log(folder: Path, run: RLRun, update: int, rollout: Rollout, stats: dict, compute: dict, lr: float):
     episodes = pd.DataFrame(rollout.episodes, columns=['turns', 'reward', 'success'])
     row = {'update': update, 'mean_reward': float(np.mean([t.reward for t in rollout.turns])),
