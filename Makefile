@@ -1,10 +1,10 @@
-# The whole set-up on a fresh machine: `make demo` runs the main job, `make test` runs every test.
+# The whole set-up on a fresh machine: `make reproduce` runs the main job (PRESET=smoke|tiny|paper), `make test` runs every test.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test export clean-nbs readme bench docs
+.PHONY: install reproduce demo test export clean-nbs readme bench docs
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,15 @@ $(STAMP): settings.ini setup.py
 
 install: $(STAMP)
 
+reproduce: $(STAMP)
+	$(BIN)/sftrl reproduce --preset $(or $(PRESET),tiny)
+
 demo: $(STAMP)
 	$(BIN)/sftrl demo --out figures/demo
 
 test: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2 --do_print
+	# experiment notebooks run through papermill with the smoke preset (tests/test_experiments.py), not here
+	$(BIN)/nbdev_test --n_workers 2 --do_print --skip_folder_re '^([_.]|experiments$$)'
 	$(BIN)/pytest -q tests
 
 export: $(STAMP)

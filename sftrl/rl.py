@@ -168,6 +168,11 @@ def gae(turns: list[Turn], last_values: list[float], gamma: float = 0.9, lam: fl
     return advantages, returns
 
 # %% ../nbs/08_rl.ipynb #376dfa1e
+def _k3(log_ratio: torch.Tensor) -> float:
+    "The k3 estimate of KL(old ‖ new) from per-turn log-ratios; the ratio capped at e^20 so one runaway turn reads as large, not inf."
+    log_ratio = log_ratio.detach().double().clamp(max=20.0)
+    return float((torch.exp(log_ratio) - 1 - log_ratio).mean())
+
 def ppo_loss(logprob, old_logprob, advantages, value, old_value, returns, clip: float = 0.1,
              value_coef: float = 0.5, ratio_fallback: float = 10.0) -> tuple[torch.Tensor, dict]:
     "The clipped PPO objective of a minibatch (to minimise) and its parts."
@@ -178,7 +183,7 @@ def ppo_loss(logprob, old_logprob, advantages, value, old_value, returns, clip: 
     value_loss = 0.5 * torch.max((value - returns) ** 2, (value_clipped - returns) ** 2).mean()
     stats = {'policy_loss': policy_loss.item(), 'value_loss': value_loss.item(),
              'clip_fraction': ((ratio - 1).abs() > clip).float().mean().item(),
-             'approx_kl': ((ratio - 1) - torch.log(ratio)).mean().item()}
+             'approx_kl': _k3(logprob - old_logprob)}
     return policy_loss + value_coef * value_loss, stats
 
 # %% ../nbs/08_rl.ipynb #51b49ec1
@@ -215,8 +220,8 @@ class RLRun:
 # The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
 PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
 RL_PRESETS = {
-    'smoke': RLRun(),
-    'tiny': RLRun(updates=12, steps=256, n_envs=32, minibatch=16, learning_rate=1e-5, max_new_tokens=128, checkpoints=4),
+    'smoke': RLRun(max_new_tokens=48),
+    'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, learning_rate=1e-5, max_new_tokens=128, checkpoints=4),
     'paper': RLRun(steps=256, n_envs=32, minibatch=1, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
 }
 
