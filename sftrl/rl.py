@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
 import math
 import random
@@ -21,15 +23,16 @@ from tqdm.auto import tqdm
 
 from .base import building
 from .core import config_hash
-from .evaluate import TokenCount, counted_rl_flops, rl_flops
+from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
+from .sft import evaluation_openings
 from .generate import encode, generate
 from .models import Policy, count_parameters, load_policy, save_policy
 from .tasks import get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'hidden_size', 'Turn', 'score', 'Rollout',
-           'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'rl_folder', 'train_rl', 'rl_log',
-           'rl_checkpoints']
+           'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'rl_folder', 'train_rl',
+           'rl_log', 'rl_checkpoints']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 ACTION_KEYS = {'points': '"formula":', 'nav': '"action":'}
@@ -120,14 +123,33 @@ def _values(policy, value_head, batch: list[dict]) -> list[float]:
         return value_head(out.hidden_states[-1][:, -1]).tolist()   # left padding: the last position is the last prompt token
 
 # %% ../nbs/08_rl.ipynb #8a14eaea
+@functools.lru_cache(maxsize=8)
+def _held_out(task_name: str) -> frozenset:
+    return frozenset(evaluation_openings(task_name))
+
+def training_episodes(task, seed: int):
+    "A function that resets an environment to the next training episode (seeded from `seed`) that opens like no evaluation episode."
+    task, seeds = get_task(task), itertools.count()
+    held_out, stream = _held_out(get_task(task).name), iter(())
+    def next_episode(env):
+        nonlocal stream
+        while True:
+            episode_seed = next(stream, None)
+            if episode_seed is None:
+                stream = iter(training_seeds(seed * 1_000_003 + next(seeds), 1024)); continue
+            obs, info = start_episode(env, task, 'train', episode_seed)
+            if opening_key(task, obs, info) not in held_out: return obs, info
+    return next_episode
+
+# %% ../nbs/08_rl.ipynb #b1d27714
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
             env_kwargs: dict | None = None, generator=generate) -> Rollout:
     "Play `n_envs` training episodes in lockstep until `steps` turns are buffered; episodes are seeded by `seed`."
     task, tokenizer = get_task(task), policy.tokenizer
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
-    seeds = iter(training_seeds(seed, 100 * steps + n_envs))
-    states = [start_episode(e, task, 'train', next(seeds)) + ({'turns': 0, 'reward': 0.0},) for e in envs]
+    episodes_from = training_episodes(task, seed)
+    states = [episodes_from(e) + ({'turns': 0, 'reward': 0.0},) for e in envs]
     turns, episodes, tokens, round_ = [], [], TokenCount(), 0
     while len(turns) < steps:
         live = list(range(min(n_envs, steps - len(turns))))
@@ -148,7 +170,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             turns.append(turn)
             if turn.done:
                 episodes.append({**episode, 'success': turn.success})
-                states[turn.env] = start_episode(envs[turn.env], task, 'train', next(seeds)) + ({'turns': 0, 'reward': 0.0},)
+                states[turn.env] = episodes_from(envs[turn.env]) + ({'turns': 0, 'reward': 0.0},)
             else:
                 states[turn.env] = (obs, info, episode)
     last = _values(policy, value_head, [_observation(task, *states[i][:2]) for i in range(n_envs)])
