@@ -47,7 +47,7 @@ nb_execution_excludepatterns = ['experiments/*']
 nb_execution_show_tb = True
 nb_merge_streams = True
 nb_render_markdown_format = 'gfm'  # `Markdown(...)` outputs hold tables
-nb_output_stderr = 'remove-warn'
+nb_output_stderr = 'remove'   # library progress bars and warnings on stderr (model loading, trainers) are not documentation
 
 # Cross-references: a broken one is an error (make docs runs sphinx-build -W).
 nitpicky = True
@@ -55,7 +55,7 @@ nitpicky = True
 # reachable offline (no intersphinx inventories), so only references to them are let through.
 nitpick_ignore_regex = [
     ('py:class', r'(pathlib|collections|typing|fractions|argparse|random|numbers|enum)\..*'),
-    ('py:class', r'(np|numpy|gym|gymnasium|spaces|PIL|Image|torch|transformers|datasets|trl|accelerate|pandas)\..*'),
+    ('py:class', r'(np|numpy|gym|gymnasium|spaces|PIL|Image|torch|transformers|datasets|trl|accelerate|pandas|filelock)\..*'),
 ]
 autodoc_member_order = 'bysource'
 autodoc_preserve_defaults = True    # `style=DEFAULT_STYLE`, not the repr of the dataclass
