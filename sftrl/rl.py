@@ -243,7 +243,7 @@ class RLRun:
 PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
 RL_PRESETS = {
     'smoke': RLRun(max_new_tokens=48),
-    'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, learning_rate=1e-5, max_new_tokens=128, checkpoints=4),
+    'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, learning_rate=1e-6, max_new_tokens=128, checkpoints=4),
     'paper': RLRun(steps=256, n_envs=32, minibatch=1, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
 }
 

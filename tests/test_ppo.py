@@ -1,0 +1,166 @@
+"PPO beyond the chapter: GAE against a per-episode reference, the loss against the textbook, one update's direction, logs, options."
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from hypothesis import given, settings, strategies as st
+
+from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
+from sftrl.rl import Rollout, Turn, ValueHead, gae, hidden_size, ppo_loss, ppo_update, rl_checkpoints, rl_log, rl_run, score, train_rl
+from sftrl.evaluate import TokenCount
+
+
+@pytest.fixture(scope='module')
+def policy():
+    return build_text_policy(build_tokenizer(task_texts(n=40), 400), 'smoke', seed=0)
+
+
+def reference_gae(rewards, values, dones, bootstrap, gamma, lam):
+    "The textbook recursion over one environment's turns, written out separately from `gae`."
+    n, adv = len(rewards), [0.0] * len(rewards)
+    following = 0.0
+    for t in reversed(range(n)):
+        next_value = bootstrap if t == n - 1 else values[t + 1]
+        nonterminal = 0.0 if dones[t] else 1.0
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        following = delta + gamma * lam * nonterminal * following
+        adv[t] = following
+    return adv
+
+
+turn_lists = st.lists(st.tuples(st.integers(0, 2), st.floats(-5, 5), st.floats(-3, 3), st.booleans()), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(turn_lists, st.lists(st.floats(-3, 3), min_size=3, max_size=3), st.floats(0.5, 1.0), st.floats(0.5, 1.0))
+def test_gae_on_interleaved_environments_equals_the_per_environment_recursion(rows, bootstrap, gamma, lam):
+    turns = [Turn([], [], [], None, 0.0, v, r, d, env=e) for e, r, v, d in rows]
+    advantages, returns = gae(turns, bootstrap, gamma, lam)
+    for env in range(3):
+        idx = [i for i, t in enumerate(turns) if t.env == env]
+        if not idx: continue
+        expected = reference_gae([turns[i].reward for i in idx], [turns[i].value for i in idx],
+                                 [turns[i].done for i in idx], bootstrap[env], gamma, lam)
+        np.testing.assert_allclose(advantages[idx], expected, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(returns[idx], np.array(expected) + [turns[i].value for i in idx], atol=1e-9)
+
+
+def test_gae_with_gamma_and_lambda_one_is_the_monte_carlo_return_minus_the_value():
+    rewards, values = [-3.0, -2.0, 5.0], [0.4, -0.1, 2.0]
+    turns = [Turn([], [], [], None, 0.0, v, r, k == 2) for k, (r, v) in enumerate(zip(rewards, values))]
+    advantages, returns = gae(turns, [123.0], 1.0, 1.0)
+    np.testing.assert_allclose(returns, [0.0, 3.0, 5.0], atol=1e-12)
+    np.testing.assert_allclose(advantages, np.array([0.0, 3.0, 5.0]) - values, atol=1e-12)
+
+
+def test_the_paper_gae_values_discount_a_late_success():
+    "γ 0.9, λ 0.95, zero values: a success on the 3rd try is worth 0.855² · 5 to the first try, plus its own −3."
+    turns = [Turn([], [], [], None, 0.0, 0.0, r, d) for r, d in ((-3.0, False), (-3.0, False), (5.0, True))]
+    advantages, _ = gae(turns, [0.0])
+    np.testing.assert_allclose(advantages, [-3 + 0.855 * (-3 + 0.855 * 5), -3 + 0.855 * 5, 5.0])
+
+
+def test_ppo_loss_equals_the_textbook_clipped_objective():
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(64, generator=g, dtype=torch.float64)
+    new = old + 0.3 * torch.randn(64, generator=g, dtype=torch.float64)       # ratios within e^±1: no fallback
+    adv, value, old_value, ret = (torch.randn(64, generator=g, dtype=torch.float64) for _ in range(4))
+    loss, parts = ppo_loss(new, old, adv, value, old_value, ret, clip=0.2, value_coef=0.7)
+    ratio = torch.exp(new - old)
+    policy = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+    v_clip = old_value + (value - old_value).clamp(-0.2, 0.2)
+    value_loss = 0.5 * torch.maximum((value - ret) ** 2, (v_clip - ret) ** 2).mean()
+    assert math.isclose(parts['policy_loss'], policy.item(), rel_tol=1e-12)
+    assert math.isclose(parts['value_loss'], value_loss.item(), rel_tol=1e-12)
+    assert math.isclose(loss.item(), (policy + 0.7 * value_loss).item(), rel_tol=1e-12)
+    assert math.isclose(parts['clip_fraction'], ((ratio - 1).abs() > 0.2).double().mean().item())
+    assert parts['approx_kl'] >= 0
+
+
+def test_a_clipped_turn_gets_no_gradient_and_an_unclipped_one_does():
+    new = torch.tensor([math.log(1.5), math.log(1.05)], requires_grad=True)
+    zeros = torch.zeros(2)
+    loss, _ = ppo_loss(new, zeros, torch.ones(2), zeros, zeros, zeros)
+    loss.backward()
+    assert new.grad[0].item() == 0.0 and new.grad[1].item() < 0      # past 1 + clip: nothing left to push
+
+
+def test_the_ratio_fallback_uses_the_clipped_surrogate_for_the_whole_minibatch():
+    "One ratio above 10 and the minibatch drops min(): a turn with ratio 1.5 and advantage −1 counts −1.1, not −1.5."
+    new = torch.tensor([math.log(11.0), math.log(1.5)])
+    zeros, advantages = torch.zeros(2), torch.tensor([1.0, -1.0])
+    _, parts = ppo_loss(new, zeros, advantages, zeros, zeros, zeros)
+    assert math.isclose(parts['policy_loss'], -(1.1 * 1 + 1.1 * -1) / 2, abs_tol=1e-6)
+    _, below = ppo_loss(new, zeros, advantages, zeros, zeros, zeros, ratio_fallback=100.0)
+    assert math.isclose(below['policy_loss'], -(1.1 * 1 + 1.5 * -1) / 2, rel_tol=1e-6)   # min(): the pessimistic 1.5 · −1
+
+
+def test_one_update_moves_probability_to_the_rewarded_answer(policy):
+    "Two answers to one prompt, +5 and −3: after one PPO update the rewarded one is likelier, the other less likely."
+    tok = policy.tokenizer
+    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Cards: 2 3 4 1'}], add_generation_prompt=True,
+                                     tokenize=True, return_dict=True)['input_ids']
+    answers = [tok(text)['input_ids'] + [tok.eos_token_id] for text in ('{"formula": "2*3*4*1=24"}', '{"formula": "2+3+4+1=24"}')]
+    torch.manual_seed(0)
+    head = ValueHead(hidden_size(policy.model))
+    model = build_text_policy(tok, 'smoke', seed=0).model      # a copy: the module fixture stays untouched
+    turns = [Turn(prompt, a, [1.0] * len(a), None, 0.0, 0.0, reward, True, env=k) for k, (a, reward) in enumerate(zip(answers, (5.0, -3.0)))]
+    with torch.no_grad():
+        before, _, values = score(model, head, turns, 0.2, tok.pad_token_id)
+    for t, lp, v in zip(turns, before.tolist(), values.tolist()): t.logprob, t.value = lp, v
+    run = rl_run('smoke', 'gp-l', init='unused', minibatch=2, ppo_epochs=4, learning_rate=1e-4)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=run.learning_rate, eps=1e-7)
+    stats = ppo_update(model, head, optimizer, Accelerator(cpu=True), Rollout(turns, [0.0, 0.0], [], TokenCount()),
+                       run, tok.pad_token_id, np.random.default_rng(0))
+    with torch.no_grad():
+        after = score(model, head, turns, 0.2, tok.pad_token_id)[0]
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
+    assert stats['trained'].total == 4 * sum(len(prompt) + len(a) for a in answers)    # 4 epochs over both turns
+    assert {'policy_loss', 'value_loss', 'clip_fraction', 'approx_kl', 'entropy', 'explained_variance'} <= set(stats)
+
+
+def test_a_run_logs_what_the_issue_asks_and_keeps_checkpoints_along_compute(tmp_path, policy):
+    init = save_policy(policy, tmp_path / 'init')
+    run = rl_run('smoke', 'gp-l', init=str(init), updates=3, steps=6, n_envs=3, minibatch=3, ppo_epochs=1,
+                 max_new_tokens=8, checkpoints=3, kl_coef=0.1, entropy_coef=0.01, viter=2)
+    folder = train_rl(run, root=tmp_path / 'runs', progress=False)
+    log = rl_log(folder)
+    assert list(log['update']) == [1, 2, 3]
+    for column in ('mean_reward', 'success_rate', 'episode_turns', 'approx_kl', 'entropy', 'clip_fraction',
+                   'value_loss', 'explained_variance', 'learning_rate', 'flops', 'paper_flops'):
+        assert column in log and log[column].notna().any(), column
+    assert (log.learning_rate.diff().dropna() < 0).all()               # cosine decay, stepped once per update
+    table = rl_checkpoints(folder)
+    assert list(table['update']) == [1, 2, 3] and table.flops.is_monotonic_increasing
+    assert (table.d_init == 0).all()                                  # a checkpoint without compute.json starts from 0 tokens
+    row = table.iloc[-1]
+    assert math.isclose(row.paper_flops, 6 * row.n_params * row.d_rl + 2 * row.n_params * 6.0 * row.d_rl)
+    assert json.loads((folder / 'run.json').read_text())['kl_coef'] == 0.1
+    assert train_rl(run, root=tmp_path / 'runs', progress=False) == folder      # cached: nothing trains again
+    assert len(rl_log(folder)) == 3
+
+
+@pytest.mark.slow
+def test_rl_raises_in_distribution_success_from_an_sft_checkpoint(tmp_path):
+    """The learning test (tens of minutes on 2 cores): RL `tiny` (5 updates of 128 turns) from the last SFT `tiny`
+    checkpoint of GP-L; greedy ID success on the same 200 evaluation hands before and after, compared pairwise."""
+    from sftrl import study
+    from sftrl.evaluate import evaluate
+    from sftrl.generate import model_policy
+    from sftrl.models import load_policy
+    from sftrl.sft import checkpoint_table
+    torch.set_num_threads(1)
+    init = checkpoint_table(study.sft('gp-l', 'tiny')).path.iloc[-1]
+    run = rl_run('tiny', 'gp-l', init=init, updates=5, steps=128, n_envs=8, max_new_tokens=96, checkpoints=1)
+    folder = train_rl(run, root=tmp_path, progress=False)
+    success = {}
+    for name, path in (('before', init), ('after', rl_checkpoints(folder).path.iloc[-1])):
+        _, episodes = evaluate(model_policy(load_policy(path), max_new_tokens=256), 'gp-l', 'id', n=200, seed=0, progress=False)
+        success[name] = episodes.sort_values('sample_id')['success'].to_numpy(dtype=float)
+    gain = success['after'] - success['before']            # the same hands: a paired difference
+    print({k: v.mean() for k, v in success.items()}, 'gain', gain.mean(), '±', gain.std(ddof=1) / np.sqrt(len(gain)))
+    print(rl_log(folder)[['update', 'mean_reward', 'success_rate', 'episode_turns', 'clip_fraction', 'approx_kl']].to_string())
+    assert gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))

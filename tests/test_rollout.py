@@ -1,0 +1,146 @@
+"Rollouts beyond the chapter: real multi-turn chats, masks and padding, determinism, episode bookkeeping, vision."
+import pytest
+import torch
+
+from sftrl.evaluate import TokenCount
+from sftrl.generate import Generation, encode
+from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, task_texts
+from sftrl.rl import Turn, ValueHead, collect, hidden_size, score
+from sftrl.tasks import get_task, oracle_answer
+
+WRONG = '{"cards": ["A", "A", "A", "A"], "number": [1, 1, 1, 1], "formula": "1+1=24"}'
+
+
+@pytest.fixture(scope='module')
+def tokenizer():
+    return build_tokenizer(task_texts(n=40), 400)
+
+
+@pytest.fixture(scope='module')
+def policy(tokenizer):
+    return build_text_policy(tokenizer, 'smoke', seed=0)
+
+
+@pytest.fixture(scope='module')
+def head(policy):
+    torch.manual_seed(0)
+    return ValueHead(hidden_size(policy.model))
+
+
+def scripted(right_on: int, task='gp-l'):
+    "A generator that answers wrong until try `right_on` (0-based), then as the expert."
+    def generate(policy, batch, temperature=0.0, seed=0, max_new_tokens=256):
+        texts = []
+        for item in batch:
+            tries = sum(m['role'] == 'assistant' for m in item['messages'])
+            texts.append(WRONG if tries < right_on else oracle_answer(task, {}, item['info']))
+        prompts = [encode(policy, [item])['input_ids'][0].tolist() for item in batch]
+        answers = [policy.tokenizer(t)['input_ids'] + [policy.tokenizer.eos_token_id] for t in texts]
+        return Generation(texts, prompts, answers, TokenCount(sum(map(len, prompts)), 0, sum(map(len, answers))))
+    return generate
+
+
+def _by_env(turns):
+    out = {}
+    for t in turns: out.setdefault(t.env, []).append(t)
+    return out
+
+
+def test_feedback_goes_into_the_next_prompt_and_never_into_an_answer(policy, head):
+    rollout = collect(policy, head, 'gp-l', steps=6, n_envs=2, seed=3, generator=scripted(right_on=2))
+    decode = lambda ids: policy.tokenizer.decode(ids, skip_special_tokens=True)
+    for turns in _by_env(rollout.turns).values():
+        first, second, third = turns
+        assert decode(first.answer_ids) == WRONG and 'You failed this trial' not in decode(first.answer_ids)
+        # the next prompt holds the whole chat: the first prompt, the model's answer, then the verifier's sentence
+        later = decode(second.prompt_ids)
+        assert later.startswith(decode(first.prompt_ids).rstrip()[:200])
+        assert WRONG in later and later.index(WRONG) < later.index('You failed this trial')
+        assert decode(third.prompt_ids).count('You failed this trial') == 2
+        assert [t.done for t in turns] == [False, False, True] and third.success
+
+
+def test_batched_score_counts_exactly_the_answer_tokens_of_each_turn(policy, head):
+    "Turns of different lengths padded together score as each alone, and as a hand sum over answer positions only."
+    rollout = collect(policy, head, 'gp-l', steps=6, n_envs=2, seed=3, generator=scripted(right_on=2))
+    turns = rollout.turns
+    assert len({len(t.prompt_ids) + len(t.answer_ids) for t in turns}) > 1      # padding is exercised
+    with torch.no_grad():
+        batched = score(policy.model, head, turns, 0.2, policy.tokenizer.pad_token_id)
+        alone = [score(policy.model, head, [t], 0.2, policy.tokenizer.pad_token_id) for t in turns]
+        for k, t in enumerate(turns):
+            logits = policy.model(torch.tensor([t.prompt_ids + t.answer_ids])).logits[0].float() / 0.2
+            logp = torch.log_softmax(logits, -1)[len(t.prompt_ids) - 1:-1].gather(-1, torch.tensor(t.answer_ids)[:, None])[:, 0]
+            hand = (logp * torch.tensor(t.weights)).sum()
+            assert torch.isclose(batched[0][k], hand, atol=1e-3), (k, batched[0][k], hand)
+            assert torch.isclose(batched[0][k], alone[k][0][0], atol=1e-3)
+            assert torch.isclose(batched[2][k], alone[k][2][0], atol=1e-4)          # the value sees the same prompt
+            assert torch.isclose(torch.tensor(t.logprob), hand, atol=1e-3)          # the stored old log-prob
+            assert torch.isclose(torch.tensor(t.value), alone[k][2][0], atol=1e-4)  # and the stored old value
+
+
+def test_changing_prompt_tokens_changes_no_mask(policy, head):
+    "Weights live on answer positions: a turn whose answer weights are zero scores 0 whatever its prompt says."
+    t = Turn(list(range(5, 40)), [50, 60, 70, policy.tokenizer.eos_token_id], [0.0] * 4, None, 0.0, 0.0)
+    with torch.no_grad():
+        assert score(policy.model, head, [t], 0.2, policy.tokenizer.pad_token_id)[0].item() == 0.0
+        one = Turn(t.prompt_ids, t.answer_ids, [0.0, 0.0, 0.0, 1.0], None, 0.0, 0.0)
+        got = score(policy.model, head, [one], 0.2, policy.tokenizer.pad_token_id)[0].item()
+        logits = policy.model(torch.tensor([t.prompt_ids + t.answer_ids])).logits[0, -2].float() / 0.2
+    assert abs(got - torch.log_softmax(logits, -1)[policy.tokenizer.eos_token_id].item()) < 1e-4
+
+
+def test_a_rollout_is_a_function_of_its_seed(policy, head):
+    play = lambda seed: collect(policy, head, 'gp-l', steps=6, n_envs=3, seed=seed, max_new_tokens=8)
+    a, b, c = play(1), play(1), play(2)
+    key = lambda r: [(t.env, t.prompt_ids, t.answer_ids, t.reward, t.done) for t in r.turns]
+    assert key(a) == key(b) and a.last_values == b.last_values
+    assert key(a) != key(c)
+
+
+def test_episodes_and_done_flags_agree(policy, head):
+    "Finished episodes in the buffer are exactly the done turns; their lengths count each environment's turns."
+    rollout = collect(policy, head, 'gp-l', steps=16, n_envs=3, seed=0, generator=scripted(right_on=1))
+    assert len(rollout.episodes) == sum(t.done for t in rollout.turns)
+    for turns in _by_env(rollout.turns).values():
+        ends = [k + 1 for k, t in enumerate(turns) if t.done]
+        lengths = [b - a for a, b in zip([0] + ends, ends)]
+        assert all(n == 2 for n in lengths)               # wrong once, right on the second try
+    assert all(e == {'turns': 2, 'reward': e['reward'], 'success': True} for e in rollout.episodes)
+    assert len(rollout.last_values) == 3
+
+
+def test_viter_caps_the_tries_of_an_episode(policy, head):
+    never = scripted(right_on=99)
+    for viter in (1, 3):
+        rollout = collect(policy, head, 'gp-l', steps=9, n_envs=3, seed=0, viter=viter, generator=never)
+        assert [e['turns'] for e in rollout.episodes] == [viter] * (9 // viter)
+        assert not any(t.success for t in rollout.turns) and all(t.reward < 0 for t in rollout.turns)
+    assert get_task('gp-l').viter == 5
+    rollout = collect(policy, head, 'gp-l', steps=10, n_envs=2, seed=0, generator=never)     # the task's budget
+    assert [e['turns'] for e in rollout.episodes] == [5, 5]
+
+
+def test_a_vision_policy_rolls_out_through_the_same_code(tokenizer):
+    policy = build_vision_policy(tokenizer, 'smoke', seed=0)
+    head = ValueHead(hidden_size(policy.model))
+    rollout = collect(policy, head, 'gp-vl', steps=4, n_envs=2, seed=0, max_new_tokens=6, env_kwargs={'resolution': 64})
+    assert len(rollout.turns) == 4 and all(t.pixel_values is not None for t in rollout.turns)
+    assert all(t.reward < 0 for t in rollout.turns)       # random weights: every answer is refused
+    with torch.no_grad():
+        logprob, entropy, value = score(policy.model, head, rollout.turns, 0.2, policy.tokenizer.pad_token_id)
+    assert torch.allclose(logprob, torch.tensor([t.logprob for t in rollout.turns]), atol=1e-3)
+    assert torch.allclose(value, torch.tensor([t.value for t in rollout.turns]), atol=1e-4)
+
+
+def test_virl_turns_after_a_correct_move_start_a_new_chat(policy, head):
+    "V-IRL: wrong once, then right at every position; a correct move ends no episode but opens a fresh chat."
+    rollout = collect(policy, head, 'virl-l', steps=60, n_envs=2, seed=0, generator=scripted(right_on=1, task='virl-l'))
+    decode = lambda ids: policy.tokenizer.decode(ids, skip_special_tokens=True)
+    for turns in _by_env(rollout.turns).values():
+        assert [t.reward > 0 for t in turns] == [k % 2 == 1 for k in range(len(turns))]   # wrong, right, wrong, right …
+        for k, t in enumerate(turns):
+            retry = k % 2 == 1
+            assert ('You failed this trial' in decode(t.prompt_ids)) == retry      # only a retry carries the feedback
+            assert not t.done or (retry and t.success)                               # episodes end at the route's end
+    assert rollout.episodes and all(e['success'] and e['turns'] % 2 == 0 for e in rollout.episodes)
