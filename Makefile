@@ -22,6 +22,9 @@ reproduce: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sftrl demo --out figures/demo
 
+# One torch thread per process: the tests' models are tiny and run two at a time (nbdev_test's workers,
+# 2-process accelerate runs, kernels); two threads each on 2 cores made generation about 4x slower (measured).
+test: export OMP_NUM_THREADS = 1
 test: $(STAMP)
 	# experiment notebooks run through papermill with the smoke preset (tests/test_experiments.py), not here
 	$(BIN)/nbdev_test --n_workers 2 --do_print --skip_folder_re '^([_.]|experiments$$)'

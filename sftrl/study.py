@@ -14,22 +14,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 import sftrl
 from .core import config_hash
 from .evaluate import evaluate, summarize
 from .generate import model_policy
 from .models import load_policy
-from .rl import rl_run, train_rl
-from .sft import sft_run, train_sft
+from .rl import rl_checkpoints, rl_run, train_rl
+from .sft import base_policy, checkpoint_table, sft_run, train_sft
 from .tasks import get_task
 
 # %% auto #0
-__all__ = ['STUDY_PRESETS', 'INIT_FRACTION', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'ROOT', 'EXPERIMENTS', 'StudyPreset',
-           'study_preset', 'runs_root', 'sft', 'rl', 'evaluation', 'study_arms', 'at_equal_compute', 'provenance',
-           'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth', 'experiments', 'run_experiment', 'reproduce']
+__all__ = ['STUDY_PRESETS', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST',
+           'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT', 'EXPERIMENTS',
+           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'base_checkpoint', 'evaluation', 'evaluate_arms',
+           'choose_init', 'rl_arms', 'sft_arms', 'study_arms', 'change_from_init', 'at_equal_compute', 'provenance',
+           'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure',
+           'series_figure', 'draw_bars', 'experiment_folders', 'experiments', 'run_experiment', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ def rl(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     run = rl_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
     return train_rl(run, root=runs_root(preset, root) / 'rl', progress=False)
 
+def base_checkpoint(task, preset) -> Path:
+    "The base model of `task`'s modality under `preset` (built once): where RL starts with no SFT (Fig. 9)."
+    return Path(base_policy(sft_run(study_preset(preset).name, task)).model.name_or_path)
+
 def _compute(checkpoint) -> dict:
     path = Path(checkpoint) / 'compute.json'
     return json.loads(path.read_text()) if path.exists() else {'tokens': 0, 'flops': 0.0}
@@ -74,6 +83,7 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
     "One checkpoint evaluated on one split (cached): the paper's metrics with standard errors, and its compute."
     study, task = study_preset(preset), get_task(task)
     compute = _compute(checkpoint)
+    resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
     env_kwargs = {'resolution': resolution} if task.vision and resolution else {}
     key = {'checkpoint': str(Path(checkpoint).resolve()), 'compute': compute, 'task': task.name, 'split': split,
            'n': study.eval_episodes, 'seed': seed, 'viter': viter, 'temperature': temperature,
@@ -86,37 +96,75 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
     row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'episodes': len(episodes),
            'tokens': compute.get('tokens', 0), 'gflops': compute.get('flops', 0.0) / 1e9,
            'paper_gflops': compute.get('paper_flops', compute.get('flops', 0.0)) / 1e9}
-    for name in ('success', 'per_step_accuracy', 'recognition_accuracy'):
+    for name in METRICS:
         if name in metrics.index: row[name], row[f'{name}_se'] = metrics.loc[name, 'value'], metrics.loc[name, 'se']
     return row
 
+METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy')
+
+def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
+    "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one."
+    rows = []
+    for arm in arms.itertuples(index=False):
+        for split in splits:
+            result = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
+            metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
+            metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
+            where = {'checkpoint': os.path.relpath(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
+            rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
+                         'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
+    return pd.DataFrame(rows).drop(columns='path')
+
 # %% ../nbs/10_study.ipynb #8b8a9d1c
-INIT_FRACTION = 0.25   # Init is the SFT checkpoint this far through the SFT run
+INIT_SHARE = 0.5   # Init: the earliest SFT checkpoint whose ID score reaches this share of the final one's
+
+def choose_init(score, n: int) -> int:
+    "Init among `n` SFT checkpoints (never the last), `score(k)` the ID score of checkpoint k, asked for lazily."
+    if n < 2: raise ValueError(f"an SFT run needs at least 2 checkpoints, one for Init and one for SFT; it has {n}")
+    final = score(n - 1)
+    return next((k for k in range(n - 1) if score(k) >= INIT_SHARE * final), n - 2)
+
+def rl_arms(task, preset, init, seed: int = 0, root='runs', **overrides) -> pd.DataFrame:
+    "The RL run of `task` from checkpoint `init` as a series: Init (its compute so far) then the kept RL checkpoints."
+    start = _compute(init).get('flops', 0.0) / 1e9
+    table = rl_checkpoints(rl(task, preset, init, seed, root, **overrides))
+    rows = ([{'arm': 'Init', 'path': str(init), 'step': 0, 'gflops': start, 'paper_gflops': start}]
+            + [{'arm': 'RL', 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops}
+               for r in table.itertuples()])
+    return pd.DataFrame(rows).assign(task=get_task(task).name, seed=seed)
+
+def sft_arms(task, preset, seed: int = 0, root='runs', label: str = 'SFT', **overrides) -> pd.DataFrame:
+    "Every checkpoint of the SFT run of `task` (with `overrides`) as a series named `label`, with their GFLOPs."
+    table = checkpoint_table(sft(task, preset, seed, root, **overrides))
+    return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
+                         'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
 
 def study_arms(task, preset, seed: int = 0, root='runs', **rl_overrides) -> pd.DataFrame:
     "Init, SFT and RL checkpoints of one seed of `task` under `preset`, with their GFLOPs, in compute order."
-    from sftrl.sft import checkpoint_table
-    from sftrl.rl import rl_checkpoints
-    table = checkpoint_table(sft(task, preset, seed, root))
-    k = max(0, round(INIT_FRACTION * len(table)) - 1)
-    init = table.iloc[k]
-    rl_table = rl_checkpoints(rl(task, preset, init.path, seed, root, **rl_overrides))
-    rows = ([{'arm': 'Init', 'path': init.path, 'step': int(init.step), 'gflops': init.gflops, 'paper_gflops': init.gflops}]
-            + [{'arm': 'SFT', 'path': r.path, 'step': int(r.step), 'gflops': r.gflops, 'paper_gflops': r.gflops} for r in table.iloc[k + 1:].itertuples()]
-            + [{'arm': 'RL', 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops} for r in rl_table.itertuples()])
-    return pd.DataFrame(rows).assign(task=get_task(task).name, seed=seed)
+    table, metric = sft_arms(task, preset, seed, root), get_task(task).metric
+    k = choose_init(lambda k: evaluation(table.path.iloc[k], task, 'id', preset, root=root)[metric], len(table))
+    series = rl_arms(task, preset, table.path.iloc[k], seed, root, **rl_overrides)
+    series.loc[0, 'step'] = table.step.iloc[k]
+    return pd.concat([series.iloc[:1], table.iloc[k + 1:], series.iloc[1:]], ignore_index=True)
+
+def change_from_init(data: pd.DataFrame, value: str = 'value', by=('task', 'split')) -> pd.DataFrame:
+    "Init's `value` and each arm's change from it at the arm's last checkpoint, in points (mean over seeds), by `by`."
+    last = (data.sort_values('gflops').groupby([*by, 'arm', 'seed'])[value].last()
+            .groupby([*by, 'arm']).mean().unstack('arm'))
+    return pd.DataFrame({'Init': last.Init, **{f'{arm} change': last[arm] - last.Init for arm in last.columns if arm != 'Init'}})
 
 def at_equal_compute(arms: pd.DataFrame) -> pd.DataFrame:
     "Init, the last RL checkpoint, and the SFT checkpoint closest to it in compute (Fig. 6's comparison)."
-    rl_last = arms[arms.arm == 'RL'].iloc[-1]
-    sft = arms[arms.arm == 'SFT']
-    closest = sft.iloc[(sft.gflops - rl_last.gflops).abs().argsort().iloc[:1]]
-    return pd.concat([arms[arms.arm == 'Init'], closest, rl_last.to_frame().T], ignore_index=True)
+    rl_last, sft = arms[arms.arm == 'RL'].iloc[-1:], arms[arms.arm == 'SFT']
+    closest = sft.iloc[(sft.gflops - rl_last.gflops.iloc[0]).abs().argsort().iloc[:1]]
+    return pd.concat([arms[arms.arm == 'Init'], closest, rl_last], ignore_index=True)
 
 # %% ../nbs/10_study.ipynb #41499628
 PAPER_RULE_OOD = {'gp-l': (11.5, 3.4, 15.0), 'virl-l': (80.8, 1.3, 91.8),
                   'gp-vl': (11.2, 5.6, 14.2), 'virl-vl': (35.7, 2.5, 45.0)}     # Fig. 6: Init, SFT, RL
 PAPER_VISUAL_OOD = {'gp-vl': (23.6, 13.7, 41.2), 'virl-vl': (16.7, 11.1, 77.8)}   # Fig. 7: Init, SFT, RL
+PAPER_VIRL_PREVIOUS_BEST = 44.0   # Fig. 7: V-IRL's two-stage GPT-4 pipeline on the real VLN mini benchmark
+PAPER_BUDGET_OOD_GAIN = {1: 0.48, 3: 2.15, 5: 2.99, 10: 5.99}   # Fig. 10: GP-L rule-OOD gain by verification budget
 
 # %% ../nbs/10_study.ipynb #0751848f
 def _git_commit() -> str:
@@ -164,9 +212,77 @@ def smooth(values, window: int = 5, order: int = 3) -> np.ndarray:
     window = min(window, len(values) - (len(values) + 1) % 2)
     return savgol_filter(values, window, order) if window > order else values
 
+# %% ../nbs/10_study.ipynb #2822e145
+ARM_COLOURS = {'Init': 'black', 'SFT': '#1f77b4', 'RL': '#d62728'}
+
+def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str = 'gflops'):
+    "Raw points of a series (in %, one per checkpoint and seed) and their smoothed mean with binomial error bars."
+    ax.scatter(points[x], points[value], s=8, alpha=0.4, color=colour)
+    mean = (points.groupby(['arm', 'step'], sort=False)
+            .agg(x=(x, 'mean'), value=(value, 'mean'), episodes=('episodes', 'sum')).sort_values('x'))
+    p = mean.value / 100
+    ax.errorbar(mean.x, smooth(mean.value), yerr=100 * np.sqrt(p * (1 - p) / mean.episodes), color=colour,
+                label=label, capsize=2, lw=1.5)
+
+def draw_arms(ax, part: pd.DataFrame, value: str = 'value', x: str = 'gflops'):
+    "The SFT and RL series of one panel, each drawn from the Init point, and Init as a star."
+    init = part[part.arm == 'Init']
+    for arm in ('SFT', 'RL'):
+        if (part.arm == arm).any(): draw_curve(ax, pd.concat([init, part[part.arm == arm]]), value, ARM_COLOURS[arm], arm, x)
+    ax.scatter(init[x], init[value], marker='*', s=60, color=ARM_COLOURS['Init'], label='Init', zorder=3)
+
+SPLIT_TITLES = {'id': 'ID', 'ood_rule': 'OOD (rule)', 'ood_visual': 'OOD (visual)'}
+METRIC_LABELS = {'success': 'success %', 'per_step_accuracy': 'per-step accuracy %', 'recognition_accuracy': 'recognition %'}
+
+def arms_figure(data: pd.DataFrame, tasks, splits, value: str = 'value', title: str = ''):
+    "A grid of `draw_arms` panels: one row per split, one column per task; `value` a metric column in %."
+    fig, axes = plt.subplots(len(splits), len(tasks), figsize=(3.2 * len(tasks), 2.6 * len(splits)), squeeze=False)
+    for col, task in enumerate(tasks):
+        for row, split in enumerate(splits):
+            ax, part = axes[row][col], data[(data.task == task) & (data.split == split)]
+            draw_arms(ax, part, value)
+            ax.set_title(f"{get_task(task).title} — {SPLIT_TITLES[split]}")
+            metric = part.metric.iloc[0] if value == 'value' and len(part) else value
+            ax.set_xlabel('training GFLOPs'); ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title); fig.tight_layout()
+    return fig
+
+def series_figure(data: pd.DataFrame, panels: str, series: str, value: str = 'value', title: str = '', x: str = 'gflops'):
+    "One panel per value of column `panels`, one `draw_curve` per value of column `series` (its label)."
+    keys, names = list(dict.fromkeys(data[panels])), list(dict.fromkeys(data[series]))
+    colours = dict(zip(names, sns.color_palette(n_colors=max(len(names), 3))))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, points in data[data[panels] == key].groupby(series, sort=False):
+            draw_curve(ax, points, value, colours[name], str(name), x)
+        metric = data.metric.iloc[0] if value == 'value' else value
+        ax.set_title(SPLIT_TITLES.get(key, f'{panels.replace("_", " ")}: {key}'))
+        ax.set_xlabel('training GFLOPs'); ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes[0][0].legend(fontsize=6, title=series.replace('_', ' '), title_fontsize=6)
+    fig.suptitle(title); fig.tight_layout()
+    return fig
+
+def draw_bars(ax, part: pd.DataFrame, paper_values, value: str = 'value'):
+    "Init, SFT and RL at equal compute (mean over seeds, with error bars) beside the paper's values (hatched)."
+    arms, x = ['Init', 'SFT', 'RL'], np.arange(3)
+    mean = part.groupby('arm')[[value, 'se']].mean().reindex(arms)
+    colours = [ARM_COLOURS[a] for a in arms]
+    ax.bar(x - 0.2, mean[value], 0.4, yerr=mean.se, color=colours, capsize=3, label='sftrl')
+    ax.bar(x + 0.2, paper_values, 0.4, color='none', edgecolor=colours, hatch='//', label='paper')
+    for k in (1, 2):
+        ax.annotate(f"{mean[value].iloc[k] - mean[value].iloc[0]:+.1f}", (x[k] - 0.2, mean[value].iloc[k]),
+                    ha='center', va='bottom', fontsize=7)
+    ax.set_xticks(x, arms); ax.set_ylabel('%')
+
 # %% ../nbs/10_study.ipynb #90ec784c
 ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
 EXPERIMENTS = ROOT / 'nbs' / 'experiments'
+
+def experiment_folders(figures_dir=None, root=None) -> tuple[Path, Path]:
+    "An experiment notebook's figures and runs folders (the repository's `figures/` and `runs/` when None); sets the plot theme."
+    sns.set_theme(style='whitegrid', font_scale=0.8)
+    return Path(figures_dir or ROOT / 'figures'), Path(root or ROOT / 'runs')
 
 def experiments(folder=None) -> list[str]:
     "The experiment notebooks, in paper order: fig*.ipynb then ext_*.ipynb."
