@@ -25,6 +25,8 @@ demo: $(STAMP)
 # One torch thread per process: the tests' models are tiny and run two at a time (nbdev_test's workers,
 # 2-process accelerate runs, kernels); two threads each on 2 cores made generation about 4x slower (measured).
 test: export OMP_NUM_THREADS = 1
+# One cache of base models for every test, whatever its working directory (nbdev_test runs in nbs/).
+test: export SFTRL_RUNS = $(CURDIR)/runs
 test: $(STAMP)
 	# experiment notebooks run through papermill with the smoke preset (tests/test_experiments.py), not here
 	$(BIN)/nbdev_test --n_workers 2 --do_print --skip_folder_re '^([_.]|experiments$$)'

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -30,7 +31,7 @@ from .points import evaluate
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc',
            'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig',
-           'StopAfter', 'training_args', 'building', 'pretrain_base', 'complete', 'probe_base']
+           'StopAfter', 'training_args', 'building', 'base_cache', 'pretrain_base', 'complete', 'probe_base']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -234,10 +235,14 @@ def building(folder: Path) -> FileLock:
     Path(folder).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder) + '.lock')
 
-def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir='runs/base', progress: bool = True,
+def base_cache() -> Path:
+    "Where base models are cached: `$SFTRL_RUNS/base` when set (`make test` sets it: one cache for every test), else ./runs/base."
+    return Path(os.environ.get('SFTRL_RUNS', 'runs')) / 'base'
+
+def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir=None, progress: bool = True,
                   stop_after: int | None = None) -> Policy:
-    "Train (or load from the cache, or resume) the base text policy of `config`."
-    folder = Path(cache_dir) / f"base-{config.size}-{config_hash(config)}"
+    "Train (or load from the cache `cache_dir`, default `base_cache()`, or resume) the base text policy of `config`."
+    folder = Path(cache_dir or base_cache()) / f"base-{config.size}-{config_hash(config)}"
     with building(folder):
         if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
         return _train_base(config, folder, progress, stop_after)

@@ -18,7 +18,8 @@ from PIL import Image, ImageFont
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .base import BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_corpus, building, pretrain_base, training_args
+from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_cache, base_corpus, building,
+                        pretrain_base, training_args)
 from .cards import RANKS, SUIT_SETS, SUITS, Card, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash
@@ -201,9 +202,10 @@ class ResumingTrainer(Trainer):
         model.load_state_dict(saved.state_dict())
 
 # %% ../nbs/05_base_vision.ipynb #d99a8358
-def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir='runs/base', progress: bool = True,
+def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir=None, progress: bool = True,
                          stop_after: int | None = None) -> Policy:
-    "Train (or load from the cache, or resume) the vision base of `config`, building its text base first."
+    "Train (or load from the cache `cache_dir`, default `base_cache()`, or resume) the vision base of `config`, building its text base first."
+    cache_dir = cache_dir or base_cache()
     folder = Path(cache_dir) / f"vision-base-{config.text.size}-{config_hash(config)}"
     text_base = pretrain_base(config.text, cache_dir=cache_dir, progress=progress)
     with building(folder):
