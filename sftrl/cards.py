@@ -126,15 +126,17 @@ def _ratios(numbers) -> list:
         else: values.append((a[0] * b[1], a[1] * b[0]))
     return values
 
-@lru_cache(maxsize=1 << 16)
-def _solutions(hand: tuple[int, ...], target: int) -> tuple[str, ...]:
-    found = []
+def _hits(hand: tuple[int, ...], target: int):
+    "Every solution string of a sorted hand, lazily, ordering by ordering."
     for order in sorted(set(permutations(hand))):
         values = _ratios(order)
         for fmt, root in _TEMPLATES:
             v = values[root]
-            if v is not None and v[0] == target * v[1]: found.append(fmt.format(*order))
-    return tuple(found)
+            if v is not None and v[0] == target * v[1]: yield fmt.format(*order)
+
+@lru_cache(maxsize=1 << 16)
+def _solutions(hand: tuple[int, ...], target: int) -> tuple[str, ...]:
+    return tuple(_hits(hand, target))
 
 def _check_numbers(numbers, target) -> tuple[tuple[int, ...], int]:
     items = list(numbers)
@@ -150,11 +152,8 @@ def solve(numbers, target: int = 24) -> list[str]:
 
 @lru_cache(maxsize=1 << 16)
 def _solvable(hand: tuple[int, ...], target: int) -> bool:
-    "`_solutions` stopped at the first ordering that has one: most hands are decided by their first ordering."
-    for order in permutations(hand):
-        values = _ratios(order)
-        if any(values[root] is not None and values[root][0] == target * values[root][1] for _, root in _TEMPLATES): return True
-    return False
+    "`_solutions` stopped at the first hit: most hands are decided by their first ordering."
+    return next(_hits(hand, target), None) is not None
 
 def is_solvable(numbers, target: int = 24) -> bool:
     "Whether some formula over the four numbers makes `target` (cached by the sorted hand)."
