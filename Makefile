@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce demo test export clean-nbs readme bench docs
+.PHONY: install reproduce demo test slow export clean-nbs readme bench docs
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,7 @@ reproduce: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sftrl demo --out figures/demo
+	$(BIN)/sftrl demo --vision --out figures/demo-vl
 
 # One torch thread per process: the tests' models are tiny and run two at a time (nbdev_test's workers,
 # 2-process accelerate runs, kernels); two threads each on 2 cores made generation about 4x slower (measured).
@@ -30,7 +31,14 @@ test: export SFTRL_RUNS = $(CURDIR)/runs
 test: $(STAMP)
 	# experiment notebooks run through papermill with the smoke preset (tests/test_experiments.py), not here
 	$(BIN)/nbdev_test --n_workers 2 --do_print --skip_folder_re '^([_.]|experiments$$)'
-	$(BIN)/pytest -q tests
+	# two workers, a test file each at a time (a file's module fixtures are built once)
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
+
+# Tests that take minutes (marked `slow`), e.g. PPO raising ID success from a smoke SFT checkpoint.
+slow: export OMP_NUM_THREADS = 1
+slow: export SFTRL_RUNS = $(CURDIR)/runs
+slow: $(STAMP)
+	$(BIN)/pytest -q -m slow tests
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
     r.add_argument("--force", action="store_true", help="rerun notebooks that finished before (cached runs are reused)")
     r.add_argument("--figures", default="figures", help="where the figures and their CSVs go")
+    r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo": demo(args.out, args.seed, args.split, args.vision, args.resolution)
         else:
             from sftrl.study import reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-            reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force, args.figures)
+            reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force, args.figures,
+                      jobs=args.jobs)
     except ValueError as e: parser.error(str(e))
     return 0

@@ -11,6 +11,7 @@ import platform
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 
 import sftrl
+from .base import building
 from .core import config_hash
 from .evaluate import evaluate, summarize
 from .generate import model_policy
@@ -78,6 +80,13 @@ def _compute(checkpoint) -> dict:
     return json.loads(path.read_text()) if path.exists() else {'tokens': 0, 'flops': 0.0}
 
 # %% ../nbs/10_study.ipynb #8a220f0a
+class _OnFirstCall:
+    "A policy made when first asked to answer: an evaluation found whole in its cache never loads the model."
+    def __init__(self, make): self.make, self.policy = make, None
+    def __call__(self, batch):
+        if self.policy is None: self.policy = self.make()
+        return self.policy(batch)
+
 def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
                resolution: int | None = None, root='runs') -> dict:
     "One checkpoint evaluated on one split (cached): the paper's metrics with standard errors, and its compute."
@@ -89,9 +98,10 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
            'n': study.eval_episodes, 'seed': seed, 'viter': viter, 'temperature': temperature,
            'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
     out = runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
-    policy = model_policy(load_policy(checkpoint), temperature, seed, study.max_new_tokens)
-    steps, episodes = evaluate(policy, task, split, n=study.eval_episodes, viter=viter, seed=seed, out=out,
-                               progress=False, env_kwargs=env_kwargs)
+    policy = _OnFirstCall(lambda: model_policy(load_policy(checkpoint), temperature, seed, study.max_new_tokens))
+    with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
+        steps, episodes = evaluate(policy, task, split, n=study.eval_episodes, viter=viter, seed=seed, out=out,
+                                   progress=False, env_kwargs=env_kwargs)
     metrics = summarize(steps, episodes, task)
     row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'episodes': len(episodes),
            'tokens': compute.get('tokens', 0), 'gflops': compute.get('flops', 0.0) / 1e9,
@@ -308,23 +318,28 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir='figures', 
 
 # %% ../nbs/10_study.ipynb #aa136e23
 def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir='figures', root='runs',
-              folder=None, log=print) -> list[Path]:
-    "Run every experiment notebook (or those in `only`) for `preset`, skipping finished ones unless `force`."
+              folder=None, log=print, jobs: int = 1) -> list[Path]:
+    "Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`."
     study, names = study_preset(preset), experiments(folder)
+    if jobs < 1: raise ValueError(f"jobs must be >= 1, got {jobs}")
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown: raise ValueError(f"unknown experiments {unknown}: choose from {names}")
         names = [n for n in names if n in only]
     if not names:
         log(f"no experiment notebooks in {folder or EXPERIMENTS}: nothing to reproduce"); return []
-    done_dir, started, outputs = runs_root(study, root) / 'notebooks', time.time(), []
+    done_dir, started = runs_root(study, root) / 'notebooks', time.time()
     past = {n: json.loads((done_dir / f'{n}.done').read_text())['wall_seconds'] for n in names if (done_dir / f'{n}.done').exists()}
     for k, name in enumerate(names, 1):
-        if name in past and not force:
-            log(f"[{k}/{len(names)}] {name}: finished before ({past[name]:.0f} s), skipped"); continue
-        left = sum(past.get(n, np.nan) for n in names[k - 1:] if n in past)
+        if name in past and not force: log(f"[{k}/{len(names)}] {name}: finished before ({past[name]:.0f} s), skipped")
+    todo = [n for n in names if force or n not in past]
+    def run(name):
+        k = names.index(name) + 1
+        left = sum(past[n] for n in names[k - 1:] if n in past) / jobs
         log(f"[{k}/{len(names)}] {name} ({study.name}) — {time.time() - started:.0f} s elapsed"
             + (f", about {left:.0f} s left by earlier runs" if left else ''))
-        outputs.append(run_experiment(name, study, seeds, figures_dir, root, folder))
+        return run_experiment(name, study, seeds, figures_dir, root, folder)
+    # Each notebook runs in its own kernel process; runs and evaluations two notebooks share are built once (file locks).
+    with ThreadPoolExecutor(jobs) as pool: outputs = list(pool.map(run, todo))
     log(f"reproduced {len(outputs)} of {len(names)} experiments in {time.time() - started:.0f} s")
     return outputs

@@ -29,7 +29,7 @@ SERIES = {'fig09_rl_without_sft': ('learning_rate', 3), 'fig10_verification_budg
 def smoke(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('reproduce')
     log = []
-    reproduce('smoke', figures_dir=tmp / 'figures', root=tmp / 'runs', log=log.append)
+    reproduce('smoke', figures_dir=tmp / 'figures', root=tmp / 'runs', log=log.append, jobs=2)   # two kernels side by side
     return tmp, log
 
 

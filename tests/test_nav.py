@@ -48,13 +48,14 @@ def test_oracle_always_succeeds(split, absolute, mode):
         assert (terminated, truncated, info['is_success']) == (True, False, True)
 
 
-def test_vision_oracle_succeeds_and_images_fit_the_space():
-    env = NavigationEnv.for_split('ood_visual', vision=True, resolution=48)
+@pytest.mark.parametrize('absolute', [True, False])
+def test_vision_oracle_succeeds_and_images_fit_the_space(absolute):
+    env = NavigationEnv.for_split('ood_visual', vision=True, resolution=48, absolute_action=absolute)
     for k in (0, 9):
         obs, info = env.reset(seed=k, options={'route_idx': k})
         assert env.observation_space.contains(obs)
         while True:
-            obs, reward, terminated, truncated, info = env.step(oracle_answer(env.point))
+            obs, reward, terminated, truncated, info = env.step(oracle_answer(env.point, absolute))
             assert reward == 1.0 and obs['image'].shape == (101, 101, 3)
             if terminated: break
         assert info['is_success']
@@ -69,6 +70,12 @@ def test_relative_turn_depends_only_on_the_wrapped_change(previous, new, turns):
     assert -180 < change <= 180 and (new - previous - change) % 360 == 0
     if abs(new - previous) <= 180:
         assert relative_turn(previous, new) == relative_turn(previous, new, 'official')
+
+
+def test_official_mode_keeps_the_heading_wrap_around_quirk():
+    # from 350° to 10° is a 20° turn to the right; the official code subtracts without wrapping (-340°: 'left')
+    assert relative_turn(350, 10) == 'slightly right' and relative_turn(350, 10, 'official') == 'left'
+    assert relative_turn(10, 350) == 'slightly left' and relative_turn(10, 350, 'official') == 'right'
 
 
 def test_ground_truth_agrees_with_the_city():
