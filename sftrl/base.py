@@ -279,21 +279,28 @@ def complete(policy: Policy, prompts: list[str], max_new_tokens: int = 48, batch
 def _first_line(text: str) -> str: return text.split('\n')[0].strip()
 
 # %% ../nbs/05_base.ipynb #cb73e3a1
-def _probe_items(kind: str, rng, n: int) -> list[tuple[str, str]]:
-    "(prompt, expected first line of the continuation) pairs of one probe, held out by seed."
+_HEADINGS = {compass_direction(h): h for h in range(0, 360, 45)}
+
+def _turn_answers(prompt: str) -> set[str]:
+    "Every heading that 'Facing X, turning T you face' may end with: 'left' is any turn of more than 45° to the left."
+    before, turn = re.match(r"Facing (\w+), turning (.+) you face$", prompt).groups()
+    return {f"{name}." for name, h in _HEADINGS.items() if h != _HEADINGS[before] and relative_turn(_HEADINGS[before], h) == turn}
+
+def _probe_items(kind: str, rng, n: int) -> list[tuple[str, set[str]]]:
+    "(prompt, accepted first lines of the continuation) pairs of one probe, held out by seed."
     items = []
     for _ in range(n):
         if kind == 'arithmetic':
             line = arithmetic_doc(rng).split('\n')[0]
-            if ' = ' in line: items.append((line.split(' = ')[0] + ' =', line.split(' = ')[1]))
+            if ' = ' in line: items.append((line.split(' = ')[0] + ' =', {line.split(' = ')[1]}))
         elif kind == 'rule_id' or kind == 'rule_ood':
             rule = CardRule() if kind == 'rule_id' else CardRule(11, 12, 13)
             hand = [RANKS[int(i)] for i in rng.integers(0, 13, 4)]
             items.append((f"In this game {_rule_sentence(rule)}.\nThe hand {', '.join(hand)} is worth",
-                          ', '.join(map(str, rule.values(hand))) + '.'))
+                          {', '.join(map(str, rule.values(hand))) + '.'}))
         elif kind == 'turn':
-            line = turn_doc(rng).split('\n')[0]
-            items.append((line.rsplit(' you face ', 1)[0] + ' you face', line.rsplit(' you face ', 1)[1]))
+            prompt = turn_doc(rng).split('\n')[0].rsplit(' you face ', 1)[0] + ' you face'
+            items.append((prompt, _turn_answers(prompt)))
     return items
 
 def _reached(completion: str, target: int) -> bool:
@@ -306,7 +313,7 @@ def probe_base(policy: Policy, n: int = 100, seed: int = 12345) -> pd.DataFrame:
     for kind in ('arithmetic', 'rule_id', 'rule_ood', 'turn'):
         items = _probe_items(kind, rng, n)
         got = complete(policy, [p for p, _ in items], max_new_tokens=24)
-        rows.append(dict(probe=kind, n=len(items), accuracy=np.mean([_first_line(g) == e.strip() for g, (_, e) in zip(got, items)])))
+        rows.append(dict(probe=kind, n=len(items), accuracy=np.mean([_first_line(g) in ok for g, (_, ok) in zip(got, items)])))
     hands = [[int(v) for v in rng.integers(1, 11, 4)] for _ in range(n)]
     hands = [h for h in hands if is_solvable(h)]
     got = complete(policy, [f"Make 24 from {', '.join(map(str, h))}.\n" for h in hands], max_new_tokens=160)
