@@ -186,8 +186,15 @@ def _steps(run: SFTRun, rows: int) -> int:
     return math.ceil(run.epochs * math.ceil(rows / run.batch_size) / run.gradient_accumulation)
 
 # %% ../nbs/07_sft.ipynb #4850dc81
+def _base_identity(run: SFTRun) -> str:
+    "What the run starts from, for its cache key: the checkpoint `run.base`, or the config of the preset's base."
+    if run.base: return run.base
+    return config_hash(VISION_BASE_PRESETS[run.size] if get_task(run.task).vision else BASE_PRESETS[run.size])
+
 def sft_folder(run: SFTRun, root='runs/sft') -> Path:
-    return Path(root) / f"sft-{get_task(run.task).name}-{run.size}-{config_hash(run)}"
+    "The run's folder, named by the hash of its config and of its base (a changed base preset is a new run)."
+    key = {'run': asdict(run), 'base': _base_identity(run)}
+    return Path(root) / f"sft-{get_task(run.task).name}-{run.size}-{config_hash(key)}"
 
 def train_sft(run: SFTRun, root='runs/sft', progress: bool = True, stop_after: int | None = None) -> Path:
     "Train (or find in the cache, or resume) the SFT run; its folder."
