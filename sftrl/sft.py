@@ -176,6 +176,9 @@ def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool) -> SFTC
                      logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
                      assistant_only_loss=True, max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
+                     # TRL's SFTConfig turns bf16 on by default; on a CPU without bf16 units, autocast made a tiny-model
+                     # step 13x slower (measured: 79.7 s vs 6.0 s for 16 x 300 tokens), so bf16 only on a GPU
+                     bf16=_on_gpu(),
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not _on_gpu())
 
 def _on_gpu() -> bool:
