@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce demo test slow export clean-nbs readme bench docs
+.PHONY: install reproduce demo test slow test-site export clean-nbs readme bench docs
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ readme: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# The whole site built and read in headless Chromium (tests/test_docs.py); `make test` builds one chapter only.
+test-site: $(STAMP)
+	$(BIN)/pytest -q -m site tests/test_docs.py
 
 # The site, from the notebooks (Sphinx + myst-nb, executed and cached): _build/site/index.html.
 docs: $(STAMP)

@@ -5,6 +5,9 @@ GeneralPoints chapter are saved under _build/test_artifacts/ (or $SFTRL_TEST_ART
 
 Chromium is Debian's (`chromium`, `chromium-driver`), installed here with apt-get when missing and
 running as root (as CI does); playwright drives it through `executable_path` and never downloads a browser.
+
+Building the whole site executes every chapter again (minutes), so those tests are marked `site` and run by
+`make test-site`; the unit suite (`make test`, CI) builds one chapter with the home page.
 """
 import html.parser
 import importlib.util
@@ -112,6 +115,7 @@ def _visit(context, url: str) -> dict:
     return dict(page=page, problems=problems, images=images, links=links)
 
 
+@pytest.mark.site
 def test_every_notebook_has_a_page_in_reading_order(site):
     for name in _notebook_pages():
         assert (site / f'{name}.html').exists(), f'{name}.ipynb has no page in the site'
@@ -122,6 +126,7 @@ def test_every_notebook_has_a_page_in_reading_order(site):
     assert positions == sorted(positions), 'the chapters are not listed in their numbered order'
 
 
+@pytest.mark.site
 def test_pages_load_cleanly_in_chromium(site, base_url, browser):
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html'))
     assert {f'{n}.html' for n in _notebook_pages()} <= set(pages)
@@ -165,6 +170,7 @@ def _screenshots(page, name: str) -> None:
         page.screenshot(path=ARTIFACTS / f'{stem}-first-image.png')
 
 
+@pytest.mark.site
 def test_api_entries_and_cross_links(site):
     "nbdev's show_doc is rendered by autodoc, and backticked names in the prose link to those entries."
     points = (site / '02_points.html').read_text()
@@ -173,6 +179,17 @@ def test_api_entries_and_cross_links(site):
     assert 'href="#sftrl.points.GeneralPointsEnv"' in points, 'the prose does not link to GeneralPointsEnv'
     assert 'href="00_core.html#sftrl.core.Verdict"' in points, 'no cross-page link to sftrl.core.Verdict'
     assert '#| export' not in points and '#| hide' not in points, 'nbdev directives leak into the page'
+
+
+def test_the_home_page_and_a_chapter_build(tmp_path):
+    "The build of CI's suite: the home page, the Reproduce page and one chapter, with its API entries and no warning."
+    src = tmp_path / 'nbs'
+    src.mkdir()
+    for name in ('index.ipynb', 'reproduce.md', '00_core.ipynb'): shutil.copy(ROOT / 'nbs' / name, src)
+    docs_build.build(tmp_path / 'site', source=src)
+    core = (tmp_path / 'site' / '00_core.html').read_text()
+    assert 'id="sftrl.core.Verdict"' in core and '#| export' not in core
+    assert 'href="00_core.html"' in (tmp_path / 'site' / 'index.html').read_text()   # the chapter is in the contents
 
 
 def test_a_broken_cross_reference_fails_the_build(tmp_path):
