@@ -34,7 +34,7 @@ test: $(STAMP)
 	# two workers, a test file each at a time (a file's module fixtures are built once)
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
-# Tests that take minutes (marked `slow`), e.g. PPO raising ID success from a smoke SFT checkpoint.
+# Tests that take minutes (marked `slow`), e.g. PPO raising ID success from the tiny GP-L SFT checkpoint.
 slow: export OMP_NUM_THREADS = 1
 slow: export SFTRL_RUNS = $(CURDIR)/runs
 slow: $(STAMP)
