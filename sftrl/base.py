@@ -5,6 +5,7 @@
 # %% ../nbs/05_base.ipynb #656bc426
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -230,9 +231,11 @@ def training_args(config, folder: Path, progress: bool, **overrides) -> Training
                              logging_steps=max(1, config.max_steps // 20), report_to=[], seed=config.seed,
                              use_cpu=True, dataloader_num_workers=0, disable_tqdm=not progress, **overrides)
 
-def building(folder: Path) -> FileLock:
+def building(folder: Path):
     "A lock held while the run in `folder` is built: another process building the same run waits, then finds it cached."
     Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    # under `accelerate launch` (WORLD_SIZE > 1) the ranks build the run together: a lock would leave one waiting
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: return contextlib.nullcontext()
     return FileLock(str(folder) + '.lock')
 
 def base_cache() -> Path:

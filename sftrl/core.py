@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import string
 from dataclasses import asdict, dataclass, is_dataclass
@@ -15,7 +16,8 @@ import numpy as np
 from gymnasium import spaces
 
 # %% auto #0
-__all__ = ['FEEDBACK_PREFIX', 'STEP_LIMIT', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash']
+__all__ = ['FEEDBACK_PREFIX', 'STEP_LIMIT', 'TRACKERS', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash',
+           'installed_trackers']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -110,3 +112,10 @@ def config_hash(config, length: int = 12) -> str:
     data = asdict(config) if is_dataclass(config) else config
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+# %% ../nbs/00_core.ipynb #5d5d50dc
+TRACKERS = ('tensorboard', 'trackio')
+
+def installed_trackers() -> list[str]:
+    "The experiment trackers of `TRACKERS` that are installed: the default `report_to` of sftrl's trainers."
+    return [name for name in TRACKERS if importlib.util.find_spec(name) is not None]

@@ -5,7 +5,6 @@
 # %% ../nbs/08_rl.ipynb #f34eb8b3
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import json
@@ -18,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .base import building
-from .core import config_hash
+from .core import config_hash, installed_trackers
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings
 from .generate import encode, generate
@@ -320,17 +319,17 @@ def _checkpoint_updates(run: RLRun) -> set[int]:
 
 def _cpu() -> bool: return not torch.cuda.is_available()
 
-def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int | None = None) -> Path:
-    "Train (or find in the cache, or resume) the RL run; its folder."
+def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int | None = None, report_to=None) -> Path:
+    "Train (or find in the cache, or resume) the RL run; its folder. It reports to `report_to` (default: the installed trackers)."
     if not run.init: raise ValueError("run.init must name the checkpoint RL starts from (an SFT checkpoint, or a base)")
     folder = rl_folder(run, root)
-    # one process builds a run at a time; under `accelerate launch` the launcher starts the ranks together
-    with building(folder) if PartialState(cpu=_cpu()).num_processes == 1 else contextlib.nullcontext():
+    with building(folder):
         if (folder / 'done').exists(): return folder
-        return _train(run, folder, progress, stop_after)
+        return _train(run, folder, progress, stop_after, installed_trackers() if report_to is None else report_to)
 
-def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> Path:
-    accelerator, state = Accelerator(cpu=_cpu()), folder / 'state' / 'trainer.pt'
+def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
+    accelerator = Accelerator(cpu=_cpu(), log_with=list(report_to) or None, project_dir=str(folder))
+    state = folder / 'state' / 'trainer.pt'
     resumed = torch.load(state, weights_only=False) if state.exists() else None
     policy = load_policy(folder / 'state' / 'policy' if resumed else run.init)
     policy.model.train()
@@ -348,6 +347,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> 
     model, value_head, optimizer = accelerator.prepare(policy.model, value_head, optimizer)
     n_params, d_init = count_parameters(policy.model), _init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
+    accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
     env_kwargs = {'resolution': run.resolution} if get_task(run.task).vision and run.resolution else {}
     for update in tqdm(range(start, run.updates), initial=start, total=run.updates, disable=not progress, desc=f'RL {run.task}'):
         if stop_after is not None and update >= stop_after: return folder
@@ -362,10 +362,11 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None) -> 
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
-            _log(folder, run, update + 1, rollout, stats, _compute(run, n_params, d_init, totals), scheduler.get_last_lr()[0])
+            _log(accelerator, folder, run, update + 1, rollout, stats, _compute(run, n_params, d_init, totals), scheduler.get_last_lr()[0])
             _save_state(folder, update + 1, unwrapped, value_head, optimizer, scheduler, rng, totals)
             if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, _compute(run, n_params, d_init, totals))
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     if accelerator.is_main_process: (folder / 'done').write_text('')
     return folder
 
@@ -377,13 +378,15 @@ def _rank_checksums(accelerator, model) -> list[float]:
     if max(sums) != min(sums): raise RuntimeError(f"data-parallel ranks diverged after an update: weight sums {sums}")
     return sums
 
-def _log(folder: Path, run: RLRun, update: int, rollout: Rollout, stats: dict, compute: dict, lr: float):
+def _log(accelerator, folder: Path, run: RLRun, update: int, rollout: Rollout, stats: dict, compute: dict, lr: float):
+    "One row per update: to `log.jsonl` (what the notebooks read) and to the accelerator's trackers."
     episodes = pd.DataFrame(rollout.episodes, columns=['turns', 'reward', 'success'])
     row = {'update': update, 'mean_reward': float(np.mean([t.reward for t in rollout.turns])),
            'success_rate': float(episodes.success.mean()) if len(episodes) else float('nan'),
            'episode_turns': float(episodes.turns.mean()) if len(episodes) else float('nan'),
            'episodes': len(episodes), 'learning_rate': lr, **stats, **{k: compute[k] for k in ('flops', 'paper_flops')}}
     with (folder / 'log.jsonl').open('a') as f: f.write(json.dumps(row) + '\n')
+    accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != 'update'}, step=update)
 
 def _keep_checkpoint(folder: Path, update: int, policy: Policy, compute: dict):
     path = save_policy(policy, folder / f'checkpoint-{update}')

@@ -18,7 +18,7 @@ from transformers import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from .core import config_hash
+from .core import config_hash, installed_trackers
 from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
 from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
 from .models import Policy, count_parameters, load_policy
@@ -147,6 +147,7 @@ class CheckpointCompute(TrainerCallback):
         if state.global_step >= state.max_steps: control.should_save = True   # the run's end is always a checkpoint
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero: return   # the main process writes the checkpoint
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         tokens = int(state.num_input_tokens_seen)
         record = {'step': state.global_step, 'epoch': state.epoch, 'tokens': tokens, 'n_params': self.n_params,
@@ -160,20 +161,25 @@ class _ResumingSFTTrainer(SFTTrainer):
     _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
 
 # %% ../nbs/07_sft.ipynb #23449ded
+def _require_base(run: SFTRun):
+    if run.size not in BASE_PRESETS:   # no synthetic foundation stage at this size
+        raise ValueError(f"the {run.size!r} preset starts from a real checkpoint: give base=PATH (a local Llama-3.2-Vision, Qwen2-VL, ...)")
+
 def base_policy(run: SFTRun) -> Policy:
     "The model an SFT run starts from: `run.base` if given, else the preset's text or vision base."
     if run.base: return load_policy(run.base)
+    _require_base(run)
     if get_task(run.task).vision: return pretrain_vision_base(VISION_BASE_PRESETS[run.size], progress=False)
     return pretrain_base(BASE_PRESETS[run.size], progress=False)
 
-def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool) -> SFTConfig:
+def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool, report_to=()) -> SFTConfig:
     "TRL's `SFTConfig` for `run`: assistant-only loss, the official optimizer, `run.checkpoints` saves."
     return SFTConfig(output_dir=str(folder / 'checkpoints'), num_train_epochs=run.epochs,
                      per_device_train_batch_size=run.batch_size, gradient_accumulation_steps=run.gradient_accumulation,
                      learning_rate=run.learning_rate, lr_scheduler_type='cosine', warmup_steps=math.ceil(run.warmup_ratio * steps),
                      adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-7, weight_decay=0.0,
                      save_strategy='steps', save_steps=max(1, math.ceil(steps / run.checkpoints)), save_only_model=False,
-                     logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
+                     logging_steps=max(1, steps // 20), report_to=list(report_to), seed=run.seed, data_seed=run.seed,
                      assistant_only_loss=True, max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
                      # TRL's SFTConfig turns bf16 on by default; on a CPU without bf16 units, autocast made a tiny-model
@@ -192,6 +198,7 @@ def _steps(run: SFTRun, rows: int) -> int:
 def _base_identity(run: SFTRun) -> str:
     "What the run starts from, for its cache key: the checkpoint `run.base`, or the config of the preset's base."
     if run.base: return run.base
+    _require_base(run)
     return config_hash(VISION_BASE_PRESETS[run.size] if get_task(run.task).vision else BASE_PRESETS[run.size])
 
 def sft_folder(run: SFTRun, root='runs/sft') -> Path:
@@ -199,21 +206,22 @@ def sft_folder(run: SFTRun, root='runs/sft') -> Path:
     key = {'run': asdict(run), 'base': _base_identity(run)}
     return Path(root) / f"sft-{get_task(run.task).name}-{run.size}-{config_hash(key)}"
 
-def train_sft(run: SFTRun, root='runs/sft', progress: bool = True, stop_after: int | None = None) -> Path:
-    "Train (or find in the cache, or resume) the SFT run; its folder."
+def train_sft(run: SFTRun, root='runs/sft', progress: bool = True, stop_after: int | None = None,
+              report_to: list[str] | None = None) -> Path:
+    "Train (or find in the cache, or resume) the SFT run; its folder. It reports to `report_to` (default: the installed trackers)."
     folder = sft_folder(run, root)
     with building(folder):
         if (folder / 'log.csv').exists(): return folder
-        return _train(run, folder, progress, stop_after)
+        return _train(run, folder, progress, stop_after, installed_trackers() if report_to is None else report_to)
 
-def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None) -> Path:
+def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, report_to: list[str]) -> Path:
     task, policy = get_task(run.task), base_policy(run)
     set_trainable(policy.model, run.trainable)
     env_kwargs = {'resolution': run.resolution} if task.vision and run.resolution else {}
     data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
-    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, _steps(run, len(data)), progress),
+    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, _steps(run, len(data)), progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,
                                   callbacks=[CheckpointCompute(count_parameters(policy.model))])
     if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
@@ -221,7 +229,7 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None) ->
     last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
     trainer.train(resume_from_checkpoint=last)
     if trainer.state.global_step < trainer.state.max_steps: return folder   # stopped early (an interruption, in tests)
-    pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
+    if trainer.is_world_process_zero(): pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
     return folder
 
 def checkpoint_table(folder) -> pd.DataFrame:
