@@ -23,6 +23,7 @@ import seaborn as sns
 import sftrl
 from .base import building
 from .core import config_hash
+from .dpo import dpo_checkpoints, dpo_run, train_dpo
 from .evaluate import evaluate, summarize
 from .generate import model_policy
 from .models import load_policy
@@ -33,10 +34,11 @@ from .tasks import get_task
 # %% auto #0
 __all__ = ['STUDY_PRESETS', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST',
            'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT', 'EXPERIMENTS',
-           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'base_checkpoint', 'evaluation', 'evaluate_arms',
-           'choose_init', 'rl_arms', 'sft_arms', 'study_arms', 'change_from_init', 'at_equal_compute', 'provenance',
-           'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure',
-           'series_figure', 'draw_bars', 'experiment_folders', 'experiments', 'run_experiment', 'reproduce']
+           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'dpo', 'base_checkpoint', 'evaluation',
+           'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms', 'study_arms', 'change_from_init',
+           'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
+           'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'experiment_folders', 'experiments',
+           'run_experiment', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ def rl(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The RL run of `task` under `preset` from checkpoint `init` (trained once, then cached)."
     run = rl_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
     return train_rl(run, root=runs_root(preset, root) / 'rl', progress=False)
+
+def dpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
+    "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached)."
+    run = dpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
+    return train_dpo(run, root=runs_root(preset, root) / 'dpo', progress=False)
 
 def base_checkpoint(task, preset) -> Path:
     "The base model of `task`'s modality under `preset` (built once): where RL starts with no SFT (Fig. 9)."
@@ -149,13 +156,20 @@ def sft_arms(task, preset, seed: int = 0, root='runs', label: str = 'SFT', **ove
     return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
                          'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
 
-def study_arms(task, preset, seed: int = 0, root='runs', **rl_overrides) -> pd.DataFrame:
-    "Init, SFT and RL checkpoints of one seed of `task` under `preset`, with their GFLOPs, in compute order."
+def dpo_arms(task, preset, init, seed: int = 0, root='runs', label: str = 'DPO', **overrides) -> pd.DataFrame:
+    "The checkpoints of the DPO run of `task` from checkpoint `init` as a series named `label`, with GFLOPs counted as RL's."
+    table = dpo_checkpoints(dpo(task, preset, init, seed, root, **overrides))
+    return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
+                         'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
+
+def study_arms(task, preset, seed: int = 0, root='runs', with_dpo: bool = False, **rl_overrides) -> pd.DataFrame:
+    "Init, SFT and RL checkpoints (and, `with_dpo`, DPO's from Init) of one seed of `task` under `preset`, with their GFLOPs."
     table, metric = sft_arms(task, preset, seed, root), get_task(task).metric
     k = choose_init(lambda k: evaluation(table.path.iloc[k], task, 'id', preset, root=root)[metric], len(table))
     series = rl_arms(task, preset, table.path.iloc[k], seed, root, **rl_overrides)
     series.loc[0, 'step'] = table.step.iloc[k]
-    return pd.concat([series.iloc[:1], table.iloc[k + 1:], series.iloc[1:]], ignore_index=True)
+    dpo_series = [dpo_arms(task, preset, table.path.iloc[k], seed, root)] if with_dpo else []
+    return pd.concat([series.iloc[:1], table.iloc[k + 1:], series.iloc[1:], *dpo_series], ignore_index=True)
 
 def change_from_init(data: pd.DataFrame, value: str = 'value', by=('task', 'split')) -> pd.DataFrame:
     "Init's `value` and each arm's change from it at the arm's last checkpoint, in points (mean over seeds), by `by`."
@@ -164,10 +178,12 @@ def change_from_init(data: pd.DataFrame, value: str = 'value', by=('task', 'spli
     return pd.DataFrame({'Init': last.Init, **{f'{arm} change': last[arm] - last.Init for arm in last.columns if arm != 'Init'}})
 
 def at_equal_compute(arms: pd.DataFrame) -> pd.DataFrame:
-    "Init, the last RL checkpoint, and the SFT checkpoint closest to it in compute (Fig. 6's comparison)."
-    rl_last, sft = arms[arms.arm == 'RL'].iloc[-1:], arms[arms.arm == 'SFT']
-    closest = sft.iloc[(sft.gflops - rl_last.gflops.iloc[0]).abs().argsort().iloc[:1]]
-    return pd.concat([arms[arms.arm == 'Init'], closest, rl_last], ignore_index=True)
+    "Init, the last RL checkpoint, and the SFT (and DPO, if any) checkpoint closest to it in compute (Fig. 6's comparison)."
+    rl_last = arms[arms.arm == 'RL'].iloc[-1:]
+    def closest(arm):
+        series = arms[arms.arm == arm]
+        return series.iloc[(series.gflops - rl_last.gflops.iloc[0]).abs().argsort().iloc[:1]]
+    return pd.concat([arms[arms.arm == 'Init'], closest('SFT'), rl_last, closest('DPO')], ignore_index=True)
 
 # %% ../nbs/10_study.ipynb #41499628
 PAPER_RULE_OOD = {'gp-l': (11.5, 3.4, 15.0), 'virl-l': (80.8, 1.3, 91.8),
@@ -223,7 +239,7 @@ def smooth(values, window: int = 5, order: int = 3) -> np.ndarray:
     return savgol_filter(values, window, order) if window > order else values
 
 # %% ../nbs/10_study.ipynb #2822e145
-ARM_COLOURS = {'Init': 'black', 'SFT': '#1f77b4', 'RL': '#d62728'}
+ARM_COLOURS = {'Init': 'black', 'SFT': '#1f77b4', 'RL': '#d62728', 'DPO': '#2ca02c'}
 
 def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str = 'gflops'):
     "Raw points of a series (in %, one per checkpoint and seed) and their smoothed mean with binomial error bars."
@@ -235,9 +251,9 @@ def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str 
                 label=label, capsize=2, lw=1.5)
 
 def draw_arms(ax, part: pd.DataFrame, value: str = 'value', x: str = 'gflops'):
-    "The SFT and RL series of one panel, each drawn from the Init point, and Init as a star."
+    "The SFT and RL (and DPO, if any) series of one panel, each drawn from the Init point, and Init as a star."
     init = part[part.arm == 'Init']
-    for arm in ('SFT', 'RL'):
+    for arm in ('SFT', 'RL', 'DPO'):
         if (part.arm == arm).any(): draw_curve(ax, pd.concat([init, part[part.arm == arm]]), value, ARM_COLOURS[arm], arm, x)
     ax.scatter(init[x], init[value], marker='*', s=60, color=ARM_COLOURS['Init'], label='Init', zorder=3)
 
@@ -274,13 +290,14 @@ def series_figure(data: pd.DataFrame, panels: str, series: str, value: str = 'va
     return fig
 
 def draw_bars(ax, part: pd.DataFrame, paper_values, value: str = 'value'):
-    "Init, SFT and RL at equal compute (mean over seeds, with error bars) beside the paper's values (hatched)."
-    arms, x = ['Init', 'SFT', 'RL'], np.arange(3)
+    "Init, SFT, RL (and DPO, if any) at equal compute, mean over seeds with error bars, beside the paper's (hatched; no DPO)."
+    arms = ['Init', 'SFT', 'RL'] + (['DPO'] if (part.arm == 'DPO').any() else [])
+    x = np.arange(len(arms))
     mean = part.groupby('arm')[[value, 'se']].mean().reindex(arms)
     colours = [ARM_COLOURS[a] for a in arms]
     ax.bar(x - 0.2, mean[value], 0.4, yerr=mean.se, color=colours, capsize=3, label='sftrl')
-    ax.bar(x + 0.2, paper_values, 0.4, color='none', edgecolor=colours, hatch='//', label='paper')
-    for k in (1, 2):
+    ax.bar(x[:3] + 0.2, paper_values, 0.4, color='none', edgecolor=colours[:3], hatch='//', label='paper')
+    for k in range(1, len(arms)):
         ax.annotate(f"{mean[value].iloc[k] - mean[value].iloc[0]:+.1f}", (x[k] - 0.2, mean[value].iloc[k]),
                     ha='center', va='bottom', fontsize=7)
     ax.set_xticks(x, arms); ax.set_ylabel('%')

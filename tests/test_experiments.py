@@ -18,11 +18,13 @@ COLUMNS = {
     'fig17_vl_rl_learning_rates': ARMS + ['learning_rate', 'value'],
     'fig18_virl_vl_overall': ARMS + ['success', 'success_se'],
     'fig19_overfitted_init': ARMS + ['learning_rate', 'value'],
+    'ext_dpo': ARMS + ['metric', 'value', 'se'],
 }
 # The series each figure compares: a column and how many distinct values it must hold.
 SERIES = {'fig09_rl_without_sft': ('learning_rate', 3), 'fig10_verification_budget': ('budget', 4),
           'fig15_suboptimal_sft': ('arm', 2), 'fig16_vl_sft_learning_rates': ('trainable', 3),
-          'fig17_vl_rl_learning_rates': ('learning_rate', 2), 'fig19_overfitted_init': ('learning_rate', 2)}
+          'fig17_vl_rl_learning_rates': ('learning_rate', 2), 'fig19_overfitted_init': ('learning_rate', 2),
+          'ext_dpo': ('arm', 4)}
 
 
 @pytest.fixture(scope='module')
