@@ -16,17 +16,16 @@ import pandas as pd
 import torch
 from datasets import Dataset, load_from_disk
 from PIL import Image
-from transformers import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
-from .base import StopAfter, building
+from .base import building
 from .base_vision import ResumingTrainer
 from .core import config_hash
 from .evaluate import TokenCount, counted_rl_flops, opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
-from .sft import HOLDOUT, CheckpointCompute, evaluation_openings
+from .rl import init_tokens
+from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, train_to_end
 from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
@@ -256,21 +255,11 @@ def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) ->
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
     data = run_pairs(run, policy, folder)
-    compute = DPOCompute(count_parameters(policy.model), _init_tokens(run.init), pairs_record(data)['generation'])
+    compute = DPOCompute(count_parameters(policy.model), init_tokens(run.init), pairs_record(data)['generation'])
     args = dpo_arguments(run, folder, _steps(run, len(data)), progress)
     trainer = _ResumingDPOTrainer(model=policy.model, ref_model=reference, args=args, train_dataset=data,
                                   processing_class=policy.processor or policy.tokenizer, callbacks=[compute])
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < trainer.state.max_steps: return folder   # stopped early (an interruption, in tests)
-    if trainer.is_world_process_zero(): pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
-    return folder
-
-def _init_tokens(init: str) -> int:
-    path = Path(init) / 'compute.json'
-    return json.loads(path.read_text())['tokens'] if path.exists() else 0
+    return train_to_end(trainer, folder, progress, stop_after)
 
 def dpo_checkpoints(folder) -> pd.DataFrame:
     "The checkpoints of a DPO run with their step, tokens and compute (FLOPs and GFLOPs), in order."

@@ -30,8 +30,8 @@ from .tasks import get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'hidden_size', 'Turn', 'score', 'Rollout',
-           'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'rl_folder', 'train_rl',
-           'rl_log', 'rl_checkpoints']
+           'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'init_tokens',
+           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 ACTION_KEYS = {'points': '"formula":', 'nav': '"action":'}
@@ -291,7 +291,8 @@ def ppo_update(model, value_head, optimizer, accelerator, rollout: Rollout, run:
     return {**pd.DataFrame(stats).mean().to_dict(), 'explained_variance': float(explained), 'trained': trained}
 
 # %% ../nbs/08_rl.ipynb #e0db6c3d
-def _init_tokens(init: str) -> int:
+def init_tokens(init: str) -> int:
+    "The tokens a checkpoint has trained on (D_init of the compute axis): its `compute.json`'s count, 0 without one (a base)."
     path = Path(init) / 'compute.json'
     return json.loads(path.read_text())['tokens'] if path.exists() else 0
 
@@ -305,12 +306,13 @@ def _save_state(folder: Path, update: int, policy, value_head, optimizer, schedu
                 'scheduler': scheduler.state_dict(), 'rng': rng.bit_generator.state, 'totals': totals}, state / 'trainer.pt.tmp')
     (state / 'trainer.pt.tmp').replace(state / 'trainer.pt')   # the update counts once its state is whole
 
-def _compute(run: RLRun, n_params: int, d_init: int, totals: dict) -> dict:
+def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
+    "An RL run's compute so far (trained and rollout token counts in `totals`), as its checkpoints' `compute.json` holds it."
     trained, rollouts = totals['trained'], totals['rollouts']
     flops = counted_rl_flops(n_params, d_init, trained, rollouts)
     return {'n_params': n_params, 'd_init': d_init, 'd_rl': totals['d_rl'], 'trained_tokens': trained.total,
             'rollout_tokens': rollouts.total, 'flops': flops,
-            'paper_flops': rl_flops(n_params, d_init, totals['d_rl'], get_task(run.task).lam),
+            'paper_flops': rl_flops(n_params, d_init, totals['d_rl'], get_task(task).lam),
             'implied_lambda': rollouts.total / max(totals['d_rl'], 1)}
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
@@ -345,7 +347,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         scheduler.load_state_dict(resumed['scheduler']); rng.bit_generator.state = resumed['rng']
         totals, start = resumed['totals'], resumed['update']
     model, value_head, optimizer = accelerator.prepare(policy.model, value_head, optimizer)
-    n_params, d_init = count_parameters(policy.model), _init_tokens(run.init)
+    n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
     env_kwargs = {'resolution': run.resolution} if get_task(run.task).vision and run.resolution else {}
@@ -362,9 +364,9 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
-            _log(accelerator, folder, run, update + 1, rollout, stats, _compute(run, n_params, d_init, totals), scheduler.get_last_lr()[0])
+            _log(accelerator, folder, run, update + 1, rollout, stats, rl_compute(run.task, n_params, d_init, totals), scheduler.get_last_lr()[0])
             _save_state(folder, update + 1, unwrapped, value_head, optimizer, scheduler, rng, totals)
-            if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, _compute(run, n_params, d_init, totals))
+            if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, rl_compute(run.task, n_params, d_init, totals))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process: (folder / 'done').write_text('')

@@ -28,7 +28,7 @@ from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_b
 # %% auto #0
 __all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings', 'demonstration_episode',
            'demonstrations', 'SFTRun', 'sft_run', 'set_trainable', 'CheckpointCompute', 'base_policy', 'sft_arguments',
-           'sft_folder', 'train_sft', 'checkpoint_table']
+           'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -224,6 +224,10 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, _steps(run, len(data)), progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,
                                   callbacks=[CheckpointCompute(count_parameters(policy.model))])
+    return train_to_end(trainer, folder, progress, stop_after)
+
+def train_to_end(trainer, folder: Path, progress: bool = True, stop_after: int | None = None) -> Path:
+    "Run a transformers `trainer` from its last checkpoint in `folder/checkpoints`; `log.csv` once it reaches its last step."
     if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None

@@ -24,6 +24,7 @@ import sftrl
 from .base import building
 from .core import config_hash
 from .dpo import dpo_checkpoints, dpo_run, train_dpo
+from .grpo import grpo_run, train_grpo
 from .evaluate import evaluate, summarize
 from .generate import model_policy
 from .models import load_policy
@@ -34,7 +35,7 @@ from .tasks import get_task
 # %% auto #0
 __all__ = ['STUDY_PRESETS', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST',
            'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT', 'EXPERIMENTS',
-           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'dpo', 'base_checkpoint', 'evaluation',
+           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'dpo', 'grpo', 'base_checkpoint', 'evaluation',
            'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms', 'study_arms', 'change_from_init',
            'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
            'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'experiment_folders', 'experiments',
@@ -77,6 +78,11 @@ def dpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached)."
     run = dpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
     return train_dpo(run, root=runs_root(preset, root) / 'dpo', progress=False)
+
+def grpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
+    "The GRPO run (TRL's `GRPOTrainer`, `sftrl.grpo`) of `task` under `preset` from checkpoint `init` (trained once, then cached)."
+    run = grpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
+    return train_grpo(run, root=runs_root(preset, root) / 'grpo', progress=False)
 
 def base_checkpoint(task, preset) -> Path:
     "The base model of `task`'s modality under `preset` (built once): where RL starts with no SFT (Fig. 9)."
@@ -141,12 +147,13 @@ def choose_init(score, n: int) -> int:
     final = score(n - 1)
     return next((k for k in range(n - 1) if score(k) >= INIT_SHARE * final), n - 2)
 
-def rl_arms(task, preset, init, seed: int = 0, root='runs', **overrides) -> pd.DataFrame:
-    "The RL run of `task` from checkpoint `init` as a series: Init (its compute so far) then the kept RL checkpoints."
-    start = _compute(init).get('flops', 0.0) / 1e9
-    table = rl_checkpoints(rl(task, preset, init, seed, root, **overrides))
+def rl_arms(task, preset, init, seed: int = 0, root='runs', trainer: str = 'ppo', **overrides) -> pd.DataFrame:
+    "The RL run (`trainer` 'ppo', or 'grpo' as the arm GRPO) of `task` from `init` as a series: Init (its compute so far), then its checkpoints."
+    if trainer not in ('ppo', 'grpo'): raise ValueError(f"trainer must be 'ppo' or 'grpo', got {trainer!r}")
+    start, train = _compute(init).get('flops', 0.0) / 1e9, {'ppo': rl, 'grpo': grpo}[trainer]
+    table, arm = rl_checkpoints(train(task, preset, init, seed, root, **overrides)), {'ppo': 'RL', 'grpo': 'GRPO'}[trainer]
     rows = ([{'arm': 'Init', 'path': str(init), 'step': 0, 'gflops': start, 'paper_gflops': start}]
-            + [{'arm': 'RL', 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops}
+            + [{'arm': arm, 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops}
                for r in table.itertuples()])
     return pd.DataFrame(rows).assign(task=get_task(task).name, seed=seed)
 
@@ -239,7 +246,7 @@ def smooth(values, window: int = 5, order: int = 3) -> np.ndarray:
     return savgol_filter(values, window, order) if window > order else values
 
 # %% ../nbs/10_study.ipynb #2822e145
-ARM_COLOURS = {'Init': 'black', 'SFT': '#1f77b4', 'RL': '#d62728', 'DPO': '#2ca02c'}
+ARM_COLOURS = {'Init': 'black', 'SFT': '#1f77b4', 'RL': '#d62728', 'DPO': '#2ca02c', 'GRPO': '#ff7f0e'}
 
 def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str = 'gflops'):
     "Raw points of a series (in %, one per checkpoint and seed) and their smoothed mean with binomial error bars."
@@ -251,9 +258,9 @@ def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str 
                 label=label, capsize=2, lw=1.5)
 
 def draw_arms(ax, part: pd.DataFrame, value: str = 'value', x: str = 'gflops'):
-    "The SFT and RL (and DPO, if any) series of one panel, each drawn from the Init point, and Init as a star."
+    "The SFT and RL (and DPO, GRPO, if any) series of one panel, each drawn from the Init point, and Init as a star."
     init = part[part.arm == 'Init']
-    for arm in ('SFT', 'RL', 'DPO'):
+    for arm in ('SFT', 'RL', 'DPO', 'GRPO'):
         if (part.arm == arm).any(): draw_curve(ax, pd.concat([init, part[part.arm == arm]]), value, ARM_COLOURS[arm], arm, x)
     ax.scatter(init[x], init[value], marker='*', s=60, color=ARM_COLOURS['Init'], label='Init', zorder=3)
 
