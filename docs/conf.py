@@ -6,6 +6,7 @@ nbdev's own site would. Notebooks are executed at build time by myst-nb, and the
 in a jupyter-cache under `_build/` so that a rebuild re-runs only the notebooks whose code changed.
 """
 import configparser
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,9 @@ exclude_patterns = ['_*', '**/_*', '**/.ipynb_checkpoints', '*.md.bak', 'runs'] 
 nbdev_lib_name = meta['lib_name']
 nbdev_slow_flags = meta.get('tst_flags', '').split()
 nbdev_extra_pages = ['reproduce']
+nbdev_figures = str(ROOT / 'figures')   # the home page's images and any study figure an experiment page shows
+# Experiment notebooks run with the smoke preset (their pages say so): SFTRL_DOCS_SMOKE=0 leaves them unrun.
+nbdev_run_experiments = os.environ.get('SFTRL_DOCS_SMOKE', '1') != '0'
 
 # Execution: every notebook runs at build time, cached by its code in _build/jupyter_cache;
 # a notebook that raises fails the build.
@@ -41,9 +45,12 @@ from jupyter_cache import get_cache as _get_cache  # noqa: E402
 Path(nb_execution_cache_path).mkdir(parents=True, exist_ok=True)
 _get_cache(nb_execution_cache_path).db
 nb_execution_raise_on_error = True
-# Experiment notebooks are not run by the site build: a page shows the outputs committed with the
-# notebook (the run that drew figures/); CI runs them separately with the smoke preset through papermill.
-nb_execution_excludepatterns = ['experiments/*']
+# Experiment notebooks are committed without outputs; the build runs them with the `smoke` preset, as
+# `sftrl reproduce --preset smoke` would (docs/nbdev_pages.py injects the parameters), into runs/smoke/.
+# The kernels inherit this environment: one base-model cache for chapters and experiments (as `make test`),
+# and one torch thread per kernel (`-j 2` runs two kernels at once; two threads each on 2 cores were ~4x slower).
+os.environ.setdefault('SFTRL_RUNS', str(ROOT / 'runs'))
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 nb_execution_show_tb = True
 nb_merge_streams = True
 nb_render_markdown_format = 'gfm'  # `Markdown(...)` outputs hold tables

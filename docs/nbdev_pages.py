@@ -12,17 +12,23 @@ Hooked on `source-read`, it rewrites each notebook before myst-nb parses and exe
   cross-references (nbdev's backtick linking); other backticked text stays code.
 - The home page (`index`) gets the site's table of contents: the numbered notebooks in order,
   then `experiments/`, then the other pages in the toctree below.
+- An experiment notebook (`experiments/*`, committed without outputs) is run with the `smoke` preset,
+  as `sftrl reproduce --preset smoke` runs it: a code cell after its `parameters` cell sets the preset's
+  parameters (papermill's injected cell, shown), and a note under its title says that the outputs are a
+  pipeline check whose numbers mean nothing, and whether a study figure of it is in `figures/`.
+  `nbdev_run_experiments = False` (conf.py) leaves them unrun, and the note says so.
 """
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
+import os
 import re
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_markdown_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell
 from docutils.parsers.rst import Parser
 from docutils.utils import new_document
 from sphinx.util.docutils import SphinxDirective
@@ -188,8 +194,74 @@ def _entry(full: str, symbols: Symbols, module: str | None, explicit: set[str]) 
     return autodoc_block(full, kind, exclude, no_index=not full.startswith(f'{module}.'))
 
 
-def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flags: set[str]):
-    "Rewrite one nbdev notebook into the notebook myst-nb renders (see the module docstring)."
+def smoke_parameters() -> str:
+    "The cell the site build runs after an experiment's `parameters` cell: what `run_experiment` passes for `smoke`."
+    from sftrl.study import study_preset
+    seeds = list(range(study_preset('smoke').seeds))
+    return '\n'.join([
+        "# Injected by the site build, as `sftrl reproduce --preset smoke` injects it",
+        "from sftrl.study import ROOT",
+        "preset = 'smoke'",
+        f"seeds = {seeds!r}",
+        "figures_dir = ROOT / '_build' / 'smoke-figures'   # not figures/: no result",
+        "root = ROOT / 'runs'                              # runs/smoke/"])
+
+
+def study_figure(name: str, figures: Path) -> tuple[str, str] | None:
+    "The file name of the figure `sftrl reproduce` wrote for experiment `name` into `figures`, and the preset its CSV names; or None."
+    png, csv = figures / f'{name}.png', figures / f'{name}.csv'
+    if not png.exists(): return None
+    meta = dict(l[2:].split(': ', 1) for l in csv.read_text().splitlines() if l.startswith('# ')) if csv.exists() else {}
+    return png.name, meta.get('preset', 'unknown')
+
+
+def smoke_note(name: str, executed: bool, figure: tuple[str, str] | None, figures_link: str = '../../figures') -> str:
+    "The note under an experiment page's title: where its outputs come from, and where the paper's numbers are."
+    from sftrl.study import study_preset
+    smoke = study_preset('smoke')
+    paper = ("This extension is not in the paper." if name.startswith('ext_')
+             else "What the paper reports for this figure is in the paragraph above.")
+    if executed:
+        title = 'Smoke outputs: a pipeline check, not results'
+        runs = (f"The outputs below come from the site build, which ran this notebook with the `smoke` preset (the cell "
+                f"after `parameters`, as `sftrl reproduce --preset smoke` sets it): the smallest models, trained for a few "
+                f"steps, {smoke.seeds} seed, {smoke.eval_episodes} episodes a point. They show that the notebook runs end "
+                f"to end and draws its figure; **their numbers mean nothing**, and none of them is to be compared with the "
+                f"paper's. {paper}")
+    else:
+        title = 'Not run in this build'
+        runs = (f"This build did not run the notebook (`SFTRL_DOCS_SMOKE=0`): the page shows its code with no outputs, "
+                f"and no figure. `sftrl reproduce --preset smoke --only {name} --figures _build/smoke-figures` runs it. {paper}")
+    if figure:
+        file, preset = figure
+        found = (f"The figure `sftrl reproduce` last wrote to `figures/{file}` (preset `{preset}`, from its CSV):"
+                 f"\n\n![{name}, preset {preset}]({figures_link}/{file})")
+    else:
+        found = (f"No study figure of this notebook is in `figures/` yet: the `tiny` study has not been run to the end "
+                 f"on this project's machine (see {{doc}}`/reproduce`).")
+    return f"```{{admonition}} {title}\n:class: warning\n\n{runs}\n\n{found}\n```"
+
+
+def _smoke_run(cells: list, nb, name: str, executed: bool, figures: Path, figures_link: str) -> list:
+    "An experiment notebook's cells with the smoke parameters after its `parameters` cell and the note after its title."
+    out = []
+    for cell in cells:
+        out.append(cell)
+        if len(out) == 1 and cell.cell_type == 'markdown':
+            out.append(new_markdown_cell(smoke_note(name, executed, study_figure(name, figures), figures_link)))
+        if executed and 'parameters' in cell.metadata.get('tags', []):
+            out.append(new_code_cell(smoke_parameters(), metadata={'tags': ['injected-parameters']}))
+    # myst-nb's per-notebook settings: a smoke training cell may take minutes beside other work on 2 cores
+    nb.metadata['mystnb'] = {'execution_timeout': 1800} if executed else {'execution_mode': 'off'}
+    return out
+
+
+def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flags: set[str],
+                  run_experiments: bool = True, figures: Path = Path('figures'), figures_link: str = '../figures'):
+    """Rewrite one nbdev notebook into the notebook myst-nb renders (see the module docstring).
+
+    `figures` is the repository's figures/ folder and `figures_link` the way to it from the page's folder:
+    the home page's `figures/...` images and an experiment page's study figure point there."""
     name = default_exp(nb)
     module = f'{symbols.lib_name}.{name}' if name else None
     explicit = _show_doc_targets(nb, symbols, module)
@@ -197,7 +269,7 @@ def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flag
     for cell in nb.cells:
         if cell.cell_type == 'markdown':
             cell.source = link_backticks(cell.source, symbols, module)
-            if docname == 'index': cell.source = re.sub(r'(!\[[^\]]*\]\()(figures/)', r'\1../\2', cell.source)
+            if docname == 'index': cell.source = re.sub(r'(!\[[^\]]*\]\()figures/', rf'\g<1>{figures_link}/', cell.source)
             cells.append(cell)
             if module and len(cells) == 1: cells.append(new_markdown_cell(f'```{{py:module}} {module}\n```'))
         elif cell.cell_type == 'code':
@@ -205,6 +277,8 @@ def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flag
         else:
             cells.append(cell)
     if toc: cells.append(new_markdown_cell(toc))
+    if docname.startswith('experiments/'):
+        cells = _smoke_run(cells, nb, docname.split('/', 1)[1], run_experiments, figures, figures_link)
     nb.cells = cells
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     nb.metadata.setdefault('language_info', {'name': 'python'})
@@ -226,7 +300,10 @@ def _source_read(app, docname: str, source: list[str]) -> None:
     if path.suffix != '.ipynb': return
     nb = nbformat.reads(source[0], as_version=4)
     toc = table_of_contents(Path(app.srcdir), app.config.nbdev_extra_pages) if docname == app.config.root_doc else None
-    nb = nbdev_to_myst(nb, app.nbdev_symbols, docname, toc, set(app.config.nbdev_slow_flags))
+    figures = Path(app.confdir, app.config.nbdev_figures).resolve()
+    link = Path(os.path.relpath(figures, path.parent)).as_posix()   # from the page's folder, wherever the sources are
+    nb = nbdev_to_myst(nb, app.nbdev_symbols, docname, toc, set(app.config.nbdev_slow_flags),
+                       app.config.nbdev_run_experiments, figures, link)
     source[0] = nbformat.writes(nb)
 
 
@@ -270,6 +347,8 @@ def setup(app):
     app.add_config_value('nbdev_lib_name', 'sftrl', 'env')
     app.add_config_value('nbdev_slow_flags', [], 'env')
     app.add_config_value('nbdev_extra_pages', [], 'env')
+    app.add_config_value('nbdev_run_experiments', True, 'env')
+    app.add_config_value('nbdev_figures', 'figures', 'env')
     app.add_directive('rst-block', RstBlock)
     app.connect('builder-inited', _builder_inited)
     app.connect('source-read', _source_read)

@@ -6,12 +6,15 @@ GeneralPoints chapter are saved under _build/test_artifacts/ (or $SFTRL_TEST_ART
 Chromium is Debian's (`chromium`, `chromium-driver`), installed here with apt-get when missing and
 running as root (as CI does); playwright drives it through `executable_path` and never downloads a browser.
 
-Building the whole site executes every chapter again (minutes), so those tests are marked `site` and run by
-`make test-site`; the unit suite (`make test`, CI) builds one chapter with the home page.
+Building the whole site executes every chapter again (minutes), and every experiment notebook with the `smoke`
+preset (minutes more on a cold cache), so those tests are marked `site` and run by `make test-site`; the unit
+suite (`make test`, CI) builds one chapter with the home page, and checks how an experiment page is rewritten
+without running it.
 """
 import html.parser
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -30,9 +33,17 @@ ARTIFACTS = Path(os.environ.get('SFTRL_TEST_ARTIFACTS', ROOT / '_build' / 'test_
 PAGE_TIMEOUT_MS = 30_000
 SERVE_SECONDS = 600
 
-_spec = importlib.util.spec_from_file_location('sftrl_docs_build', ROOT / 'docs' / 'build.py')
-docs_build = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(docs_build)
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+docs_build = _load('sftrl_docs_build', ROOT / 'docs' / 'build.py')
+nbdev_pages = _load('sftrl_nbdev_pages', ROOT / 'docs' / 'nbdev_pages.py')
+SMOKE_NOTE = 'Smoke outputs: a pipeline check, not results'
 
 
 def _notebook_pages() -> list[str]:
@@ -40,6 +51,14 @@ def _notebook_pages() -> list[str]:
     nbs = ROOT / 'nbs'
     found = sorted(nbs.glob('[0-9]*.ipynb')) + sorted((nbs / 'experiments').glob('[!_.]*.ipynb'))
     return ['index'] + [p.relative_to(nbs).with_suffix('').as_posix() for p in found]
+
+
+def _placeholders(src: Path) -> None:
+    "A one-line page for each notebook that a page of the partial site `src` links to and `src` lacks (reproduce.md -> 14_launch)."
+    text = ''.join(p.read_text() for p in src.glob('*.md')) + ''.join(p.read_text() for p in src.glob('*.ipynb'))
+    for name in set(re.findall(r'\]\(([\w-]+\.ipynb)\)', text)):
+        if not (src / name).exists():
+            nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f'# {name} (a placeholder)')]), src / name)
 
 
 def _ensure_chromium() -> None:
@@ -171,6 +190,18 @@ def _screenshots(page, name: str) -> None:
 
 
 @pytest.mark.site
+def test_experiment_pages_show_their_smoke_run_and_figure(site):
+    "Every experiment page: the smoke note, the injected parameters, and the figure among the executed outputs."
+    for name in _notebook_pages():
+        if not name.startswith('experiments/'): continue
+        page = (site / f'{name}.html').read_text()
+        assert SMOKE_NOTE in page, f'{name}: no note on where its outputs come from'
+        assert 'injected-parameters' in page, f'{name}: the smoke parameters are not shown'
+        outputs = re.findall(r'<div class="cell_output docutils container">(.*?)</div>\s*</div>', page, re.S)
+        assert any('<img' in o for o in outputs), f'{name}: no figure among the outputs'
+
+
+@pytest.mark.site
 def test_api_entries_and_cross_links(site):
     "nbdev's show_doc is rendered by autodoc, and backticked names in the prose link to those entries."
     points = (site / '02_points.html').read_text()
@@ -186,10 +217,47 @@ def test_the_home_page_and_a_chapter_build(tmp_path):
     src = tmp_path / 'nbs'
     src.mkdir()
     for name in ('index.ipynb', 'reproduce.md', '00_core.ipynb'): shutil.copy(ROOT / 'nbs' / name, src)
+    _placeholders(src)
     docs_build.build(tmp_path / 'site', source=src)
     core = (tmp_path / 'site' / '00_core.html').read_text()
     assert 'id="sftrl.core.Verdict"' in core and '#| export' not in core
-    assert 'href="00_core.html"' in (tmp_path / 'site' / 'index.html').read_text()   # the chapter is in the contents
+    index = (tmp_path / 'site' / 'index.html').read_text()
+    assert 'href="00_core.html"' in index   # the chapter is in the contents
+    assert re.search(r'<img [^>]*src="_images/table[^"]*\.png"', index), 'the demo hand (figures/demo-vl/table.png) is not on the home page'
+
+
+def _experiment_page(name: str, run: bool = True, figures: Path = ROOT / 'figures'):
+    nb = nbformat.read(ROOT / 'nbs' / 'experiments' / f'{name}.ipynb', as_version=4)
+    symbols = nbdev_pages.Symbols(ROOT / 'nbs' / 'experiments', 'sftrl')   # no chapter: nothing to link, quick
+    return nbdev_pages.nbdev_to_myst(nb, symbols, f'experiments/{name}', None, set(), run, figures, '../../figures')
+
+
+@pytest.mark.parametrize('name', [p.stem for p in sorted((ROOT / 'nbs' / 'experiments').glob('[!_.]*.ipynb'))])
+def test_an_experiment_page_runs_the_smoke_preset(name):
+    "Each experiment page runs with papermill's smoke parameters right after its `parameters` cell, under a note that says so."
+    from sftrl.study import study_preset
+    cells = _experiment_page(name).cells
+    tags = [c.metadata.get('tags', []) for c in cells]
+    at = next(i for i, t in enumerate(tags) if 'parameters' in t)
+    injected = cells[at + 1].source
+    assert 'injected-parameters' in tags[at + 1] and "preset = 'smoke'" in injected
+    assert f"seeds = {list(range(study_preset('smoke').seeds))}" in injected and "'_build' / 'smoke-figures'" in injected
+    note = cells[1].source   # under the title and what the paper reports
+    assert SMOKE_NOTE in note and 'numbers mean nothing' in note
+    if (ROOT / 'figures' / f'{name}.png').exists(): assert f'(../../figures/{name}.png)' in note
+    else: assert 'No study figure of this notebook is in `figures/`' in note
+
+
+def test_an_experiment_page_says_what_it_did_not_run_and_which_figure_it_shows(tmp_path):
+    "Unrun (SFTRL_DOCS_SMOKE=0): no smoke parameters, execution off, and a note that says so; a figure in figures/ is shown with its CSV's preset."
+    nb = _experiment_page('fig06_rule_ood', run=False)
+    assert nb.metadata['mystnb'] == {'execution_mode': 'off'}
+    assert not any('injected-parameters' in c.metadata.get('tags', []) for c in nb.cells)
+    assert 'Not run in this build' in nb.cells[1].source and SMOKE_NOTE not in nb.cells[1].source
+    (tmp_path / 'fig06_rule_ood.png').write_bytes(b'')
+    (tmp_path / 'fig06_rule_ood.csv').write_text('# preset: tiny\n# seeds: 0 1\ntask,value\ngp-l,1.0\n')
+    note = _experiment_page('fig06_rule_ood', figures=tmp_path).cells[1].source
+    assert '![fig06_rule_ood, preset tiny](../../figures/fig06_rule_ood.png)' in note
 
 
 def test_a_broken_cross_reference_fails_the_build(tmp_path):
