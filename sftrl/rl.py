@@ -252,7 +252,9 @@ def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
     task, settings = get_task(task), {}
     if preset == 'paper':
         settings['learning_rate'], settings['cosine_updates'], settings['updates'] = PAPER_RL[task.name]
-    elif task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
+    else:
+        if preset == 'tiny': settings['cosine_updates'] = PAPER_RL[task.name][1]   # the paper's decay period
+        if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
     return replace(RL_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
 
 # %% ../nbs/08_rl.ipynb #575b9c0e

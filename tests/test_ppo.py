@@ -145,8 +145,10 @@ def test_a_run_logs_what_the_issue_asks_and_keeps_checkpoints_along_compute(tmp_
 
 @pytest.mark.slow
 def test_rl_raises_in_distribution_success_from_an_sft_checkpoint(tmp_path):
-    """The learning test (tens of minutes on 2 cores): RL `tiny` (5 updates of 128 turns) from the last SFT `tiny`
-    checkpoint of GP-L; greedy ID success on the same 200 evaluation hands before and after, compared pairwise."""
+    """The learning test (about an hour on 1 core): RL `tiny` (5 updates of 128 turns, learning rate 1e-6, the paper's
+    cosine period of 100 updates) from the last SFT `tiny` checkpoint of GP-L; greedy ID success on the same 200
+    evaluation hands before and after, compared pairwise. Measured (2026-12-02): 38.0 % -> 40.0 %, +2.0 +- 1.0 points
+    (4 hands gained, none lost): just over the 2-standard-error bar, so a small, marginal gain."""
     from sftrl import study
     from sftrl.evaluate import evaluate
     from sftrl.generate import model_policy
