@@ -368,7 +368,7 @@ def train_grpo(run: GRPORun, root='runs/grpo', progress: bool = True, stop_after
     "Train (or find in the cache, or resume) the GRPO run; its folder, laid out as a PPO run's."
     if not run.init: raise ValueError("run.init must name the checkpoint GRPO starts from (an SFT checkpoint, or a base)")
     folder = grpo_folder(_check(run), root)
-    with building(folder) if PartialState(cpu=not torch.cuda.is_available()).num_processes == 1 else contextlib.nullcontext():
+    with building(folder):   # no lock under a multi-process launch (sftrl.base.building)
         if (folder / 'done').exists(): return folder
         return _train(run, folder, progress, stop_after, generator)
 

@@ -366,9 +366,10 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
-            _log(accelerator, folder, run, update + 1, rollout, stats, rl_compute(run.task, n_params, d_init, totals), scheduler.get_last_lr()[0])
+            compute = rl_compute(run.task, n_params, d_init, totals)
+            _log(accelerator, folder, run, update + 1, rollout, stats, compute, scheduler.get_last_lr()[0])
             _save_state(folder, update + 1, unwrapped, value_head, optimizer, scheduler, rng, totals)
-            if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, rl_compute(run.task, n_params, d_init, totals))
+            if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, compute)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process: (folder / 'done').write_text('')
