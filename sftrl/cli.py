@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments, e.g. fig05_compute fig06_rule_ood")
     r.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
     r.add_argument("--force", action="store_true", help="rerun notebooks that finished before (cached runs are reused)")
-    r.add_argument("--figures", default="figures", help="where the figures and their CSVs go")
+    r.add_argument("--figures", help="where the figures and their CSVs go (default: figures/; runs/smoke/figures for --preset smoke)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
     _train_parser(commands)
     commands.add_parser("dry-run", help="check every shipped accelerate configuration against the paper's backbone (no GPU)")

@@ -39,7 +39,7 @@ __all__ = ['STUDY_PRESETS', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VI
            'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms', 'study_arms', 'change_from_init',
            'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
            'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'experiment_folders', 'experiments',
-           'run_experiment', 'reproduce']
+           'figures_folder', 'run_experiment', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -324,10 +324,16 @@ def experiments(folder=None) -> list[str]:
     names = sorted(p.stem for p in folder.glob('fig*.ipynb')) + sorted(p.stem for p in folder.glob('ext_*.ipynb'))
     return names
 
-def run_experiment(name: str, preset='tiny', seeds=None, figures_dir='figures', root='runs', folder=None, **params) -> Path:
-    "Execute experiment `name` with papermill; the executed notebook's path."
+def figures_folder(preset, root='runs') -> Path:
+    "Where `reproduce` writes a preset's figures by default: `figures/` for a study, `runs/smoke/figures` for the smoke check (its numbers mean nothing)."
+    study = study_preset(preset)
+    return runs_root(study, root) / 'figures' if study.name == 'smoke' else Path('figures')
+
+def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None, **params) -> Path:
+    "Execute experiment `name` with papermill (figures into `figures_dir`, by default `figures_folder(preset, root)`); the executed notebook's path."
     import papermill
     study, folder = study_preset(preset), Path(folder or EXPERIMENTS)
+    figures_dir = figures_dir or figures_folder(study, root)
     source = folder / f'{name}.ipynb'
     if not source.exists(): raise FileNotFoundError(f"no experiment {name!r}: choose from {experiments(folder)}")
     out = runs_root(study, root) / 'notebooks' / f'{name}.ipynb'
@@ -341,9 +347,10 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir='figures', 
     return out
 
 # %% ../nbs/10_study.ipynb #aa136e23
-def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir='figures', root='runs',
+def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir=None, root='runs',
               folder=None, log=print, jobs: int = 1) -> list[Path]:
-    "Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`."
+    """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`.
+    Figures go to `figures_dir`, by default `figures/` (`runs/smoke/figures` for the smoke preset)."""
     study, names = study_preset(preset), experiments(folder)
     if jobs < 1: raise ValueError(f"jobs must be >= 1, got {jobs}")
     if only:
