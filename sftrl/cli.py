@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force, args.figures,
                       jobs=args.jobs)
     except ValueError as e: parser.error(str(e))
+    except RuntimeError as e:   # experiments that failed; the others finished and everything computed is kept
+        print(f"sftrl {args.command}: {e}", file=sys.stderr); return 1
     return 0
 
 # `python -m sftrl.cli` (what `accelerate launch -m sftrl.cli` runs on each rank); not a notebook kernel's __main__

@@ -366,11 +366,21 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
     todo = [n for n in names if force or n not in past]
     def run(name):
         k = names.index(name) + 1
-        left = sum(past[n] for n in names[k - 1:] if n in past) / jobs
+        left = sum(past[n] for n in todo[todo.index(name):] if n in past) / jobs   # what the reruns took last time
         log(f"[{k}/{len(names)}] {name} ({study.name}) — {time.time() - started:.0f} s elapsed"
             + (f", about {left:.0f} s left by earlier runs" if left else ''))
-        return run_experiment(name, study, seeds, figures_dir, root, folder)
+        try: return run_experiment(name, study, seeds, figures_dir, root, folder)
+        except Exception as e:
+            log(f"[{k}/{len(names)}] {name} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+            return e
     # Each notebook runs in its own kernel process; runs and evaluations two notebooks share are built once (file locks).
-    with ThreadPoolExecutor(jobs) as pool: outputs = list(pool.map(run, todo))
-    log(f"reproduced {len(outputs)} of {len(names)} experiments in {time.time() - started:.0f} s")
+    # A notebook that fails does not stop the others: everything they train is kept, and the failures are raised at the end.
+    with ThreadPoolExecutor(jobs) as pool: results = dict(zip(todo, pool.map(run, todo)))
+    failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
+    outputs = [r for r in results.values() if not isinstance(r, Exception)]
+    log(f"reproduced {len(outputs)} of {len(names)} experiments in {time.time() - started:.0f} s"
+        + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ''))
+    if failed:
+        raise RuntimeError(f"experiments {sorted(failed)} failed (executed copies in {runs_root(study, root) / 'notebooks'}); "
+                           f"rerun reproduce to retry them: finished ones are skipped") from next(iter(failed.values()))
     return outputs
