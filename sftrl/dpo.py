@@ -12,8 +12,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import pandas as pd
-import torch
 from datasets import Dataset, load_from_disk
 from PIL import Image
 from trl import DPOConfig, DPOTrainer
@@ -25,13 +23,12 @@ from .evaluate import TokenCount, counted_rl_flops, opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
 from .rl import init_tokens
-from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, train_to_end
+from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end
 from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['DPO_PRESETS', 'Prompt', 'judge', 'training_prompts', 'sample_answers', 'preference_pairs', 'pairs_record', 'replay',
-           'DPORun', 'dpo_run', 'DPOCompute', 'dpo_arguments', 'dpo_folder', 'train_dpo', 'saved_pairs', 'run_pairs',
-           'dpo_checkpoints']
+           'DPORun', 'dpo_run', 'DPOCompute', 'dpo_arguments', 'dpo_folder', 'train_dpo', 'saved_pairs', 'run_pairs']
 
 # %% ../nbs/11_dpo.ipynb #637b3725
 @dataclass
@@ -203,8 +200,6 @@ class _ResumingDPOTrainer(DPOTrainer):
     _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
 
 # %% ../nbs/11_dpo.ipynb #e9020358
-def _on_gpu() -> bool: return torch.cuda.is_available()
-
 def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOConfig:
     "TRL's `DPOConfig` for `run`: SFT's optimizer and schedule, DPO's β, `run.checkpoints` saves, bf16 only on a GPU."
     return DPOConfig(output_dir=str(folder / 'checkpoints'), num_train_epochs=run.epochs, beta=run.beta,
@@ -215,11 +210,8 @@ def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOC
                      logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
                      max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.gradient_checkpointing,   # TRL's default is on; it only costs time on tiny models
-                     bf16=_on_gpu(),   # TRL turns bf16 on by default; CPU bf16 autocast is ~13x slower (sftrl.sft)
-                     dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not _on_gpu())
-
-def _steps(run: DPORun, rows: int) -> int:
-    return math.ceil(run.epochs * math.ceil(rows / run.batch_size) / run.gradient_accumulation)
+                     bf16=on_gpu(),   # TRL turns bf16 on by default; CPU bf16 autocast is ~13x slower (sftrl.sft)
+                     dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
 def dpo_folder(run: DPORun, root='runs/dpo') -> Path:
     "The run's folder, named by the hash of its config (its `init` names the SFT checkpoint, itself named by its config)."
@@ -250,19 +242,13 @@ def run_pairs(run: DPORun, policy, folder: Path) -> Dataset:
     return data
 
 def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) -> Path:
-    device = 'cuda' if _on_gpu() else None
+    device = 'cuda' if on_gpu() else None
     policy, reference = load_policy(run.init, device=device), load_policy(run.init, device=device).model
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
     data = run_pairs(run, policy, folder)
     compute = DPOCompute(count_parameters(policy.model), init_tokens(run.init), pairs_record(data)['generation'])
-    args = dpo_arguments(run, folder, _steps(run, len(data)), progress)
+    args = dpo_arguments(run, folder, optimizer_steps(run, len(data)), progress)
     trainer = _ResumingDPOTrainer(model=policy.model, ref_model=reference, args=args, train_dataset=data,
                                   processing_class=policy.processor or policy.tokenizer, callbacks=[compute])
     return train_to_end(trainer, folder, progress, stop_after)
-
-def dpo_checkpoints(folder) -> pd.DataFrame:
-    "The checkpoints of a DPO run with their step, tokens and compute (FLOPs and GFLOPs), in order."
-    rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)}
-            for c in Path(folder).glob('checkpoints/checkpoint-*') if (c / 'compute.json').exists()]
-    return pd.DataFrame(rows).pipe(lambda t: t.assign(gflops=t.flops / 1e9)).sort_values('step', ignore_index=True)

@@ -28,7 +28,7 @@ from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_b
 # %% auto #0
 __all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings', 'demonstration_episode',
            'demonstrations', 'SFTRun', 'sft_run', 'set_trainable', 'CheckpointCompute', 'base_policy', 'sft_arguments',
-           'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
+           'on_gpu', 'optimizer_steps', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -184,14 +184,16 @@ def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool, report_
                      gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
                      # TRL's SFTConfig turns bf16 on by default; on a CPU without bf16 units, autocast made a tiny-model
                      # step 13x slower (measured: 79.7 s vs 6.0 s for 16 x 300 tokens), so bf16 only on a GPU
-                     bf16=_on_gpu(),
-                     dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not _on_gpu())
+                     bf16=on_gpu(),
+                     dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
+    "Whether the trainers run on a GPU (and so in bf16)."
     import torch
     return torch.cuda.is_available()
 
-def _steps(run: SFTRun, rows: int) -> int:
+def optimizer_steps(run, rows: int) -> int:
+    "The optimizer steps of a run (SFT, DPO: its `epochs`, `batch_size`, `gradient_accumulation`) over `rows` examples."
     return math.ceil(run.epochs * math.ceil(rows / run.batch_size) / run.gradient_accumulation)
 
 # %% ../nbs/07_sft.ipynb #4850dc81
@@ -221,7 +223,7 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
-    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, _steps(run, len(data)), progress, report_to),
+    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, optimizer_steps(run, len(data)), progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,
                                   callbacks=[CheckpointCompute(count_parameters(policy.model))])
     return train_to_end(trainer, folder, progress, stop_after)
@@ -237,8 +239,8 @@ def train_to_end(trainer, folder: Path, progress: bool = True, stop_after: int |
     return folder
 
 def checkpoint_table(folder) -> pd.DataFrame:
-    "The checkpoints of a run with their step, tokens, FLOPs and GFLOPs, in order."
+    "The checkpoints of a run (SFT, DPO) with what each `compute.json` holds (step, tokens, FLOPs, ...) and GFLOPs, in order."
     rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)}
             for c in Path(folder).glob('checkpoints/checkpoint-*') if (c / 'compute.json').exists()]
-    table = pd.DataFrame(rows, columns=['step', 'epoch', 'tokens', 'n_params', 'flops', 'path'])
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=['step', 'epoch', 'tokens', 'n_params', 'flops', 'path'])
     return table.assign(gflops=table.flops / 1e9).sort_values('step', ignore_index=True)

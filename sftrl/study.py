@@ -23,7 +23,7 @@ import seaborn as sns
 import sftrl
 from .base import building
 from .core import config_hash
-from .dpo import dpo_checkpoints, dpo_run, train_dpo
+from .dpo import dpo_run, train_dpo
 from .grpo import grpo_run, train_grpo
 from .evaluate import evaluate, summarize
 from .generate import model_policy
@@ -165,7 +165,7 @@ def sft_arms(task, preset, seed: int = 0, root='runs', label: str = 'SFT', **ove
 
 def dpo_arms(task, preset, init, seed: int = 0, root='runs', label: str = 'DPO', **overrides) -> pd.DataFrame:
     "The checkpoints of the DPO run of `task` from checkpoint `init` as a series named `label`, with GFLOPs counted as RL's."
-    table = dpo_checkpoints(dpo(task, preset, init, seed, root, **overrides))
+    table = checkpoint_table(dpo(task, preset, init, seed, root, **overrides))
     return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
                          'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
 

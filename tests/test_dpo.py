@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sftrl.core import FEEDBACK_PREFIX
-from sftrl.dpo import (dpo_checkpoints, dpo_run, pairs_record, preference_pairs, replay, saved_pairs, train_dpo)
+from sftrl.dpo import (dpo_run, pairs_record, preference_pairs, replay, saved_pairs, train_dpo)
 from sftrl.evaluate import opening_key
 from sftrl.models import load_policy
 from sftrl.sft import checkpoint_table, evaluation_openings, sft_run, train_sft
@@ -71,7 +71,7 @@ def test_an_interrupted_run_resumes_to_the_same_end(tmp_path, init):
     train_dpo(run, root=tmp_path / 'b', progress=False, stop_after=2)
     assert saved_pairs(tmp_path / 'b' / straight.name) is not None and not (tmp_path / 'b' / straight.name / 'log.csv').exists()
     resumed = train_dpo(run, root=tmp_path / 'b', progress=False)
-    a, b = dpo_checkpoints(straight), dpo_checkpoints(resumed)
+    a, b = checkpoint_table(straight), checkpoint_table(resumed)
     pd.testing.assert_frame_equal(a.drop(columns='path'), b.drop(columns='path'))
     weights = [load_policy(t.path.iloc[-1]).model.state_dict() for t in (a, b)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
