@@ -287,8 +287,9 @@ def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flag
 
 def table_of_contents(nbs_path: Path, extra: list[str]) -> str:
     "The hidden toctrees of the home page: numbered notebooks in order, experiment notebooks, then `extra` pages."
-    def pages(folder, pattern):
-        return [p.relative_to(nbs_path).with_suffix('').as_posix() for p in sorted(folder.glob(pattern))]
+    def pages(folder, pattern):   # the paper's figures before the extensions (ext_*), as sftrl.study.experiments orders them
+        found = sorted(folder.glob(pattern), key=lambda p: (p.stem.startswith('ext_'), p.stem))
+        return [p.relative_to(nbs_path).with_suffix('').as_posix() for p in found]
     blocks = [('Chapters', pages(nbs_path, '[0-9]*.ipynb')), ('Experiments', pages(nbs_path / 'experiments', '[!_.]*.ipynb')),
               ('Running it', extra)]
     return '\n\n'.join(f'```{{toctree}}\n:hidden:\n:caption: {caption}\n\n' + '\n'.join(entries) + '\n```'

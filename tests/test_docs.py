@@ -272,3 +272,11 @@ def test_a_broken_cross_reference_fails_the_build(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0, 'a broken cross-reference did not fail the build'
     assert 'sftrl.points.no_such_function' in result.stderr
+
+
+def test_the_table_of_contents_puts_the_paper_figures_before_the_extensions():
+    toc = nbdev_pages.table_of_contents(ROOT / 'nbs', ['reproduce'])
+    entries = [line for line in toc.splitlines() if line.startswith(('0', '1', '2', 'experiments/', 'reproduce'))]
+    experiments = [e for e in entries if e.startswith('experiments/')]
+    assert experiments[0] == 'experiments/fig01_virl_overall' and experiments[-1].startswith('experiments/ext_')
+    assert entries.index('experiments/fig01_virl_overall') > entries.index('00_core') and entries[-1] == 'reproduce'
