@@ -11,6 +11,7 @@ licenses = {'apache2': ('Apache Software License 2.0', 'License :: OSI Approved 
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+vllm_requirements = cfg.get('vllm_requirements', '').split()
 readme = Path(__file__).parent / 'README.md'
 
 setuptools.setup(
@@ -33,7 +34,7 @@ setuptools.setup(
     package_data={'sftrl': ['data/*', 'data/**/*']},
     python_requires=f">={cfg['min_python']}",
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'vllm': vllm_requirements},
     entry_points={'console_scripts': cfg['console_scripts'].split(),
                   'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
     zip_safe=False,

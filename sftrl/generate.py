@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .evaluate import TokenCount, observation_digest
 from .models import IMAGE_TOKEN, Policy
 
 # %% auto #0
-__all__ = ['chat_messages', 'encode', 'RowSeededSampling', 'Generation', 'generate', 'ModelPolicy', 'model_policy']
+__all__ = ['GENERATION_BACKENDS', 'chat_messages', 'chat_texts', 'encode', 'RowSeededSampling', 'Generation', 'generate',
+           'VLLMGenerator', 'generator', 'ModelPolicy', 'model_policy']
 
 # %% ../nbs/06_generate.ipynb #a04f5da1
 def chat_messages(messages: list[dict], vision: bool) -> list[dict]:
@@ -30,11 +35,14 @@ def chat_messages(messages: list[dict], vision: bool) -> list[dict]:
         out.append({'role': m['role'], 'content': content})
     return out
 
+def chat_texts(policy: Policy, batch: list[dict]) -> list[str]:
+    "Each observation's chat through the policy's chat template, ending with the assistant's opening."
+    chats = [chat_messages(item['messages'], policy.kind == 'vision') for item in batch]
+    return policy.tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=False)
+
 def encode(policy: Policy, batch: list[dict]) -> dict:
     "Left-padded model inputs for a batch of observations, ending with the assistant's opening."
-    vision = policy.kind == 'vision'
-    chats = [chat_messages(item['messages'], vision) for item in batch]
-    texts = policy.tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=False)
+    vision, texts = policy.kind == 'vision', chat_texts(policy, batch)
     if not vision:
         return dict(policy.tokenizer(texts, return_tensors='pt', padding=True, padding_side='left',
                                      add_special_tokens=False))
@@ -89,12 +97,75 @@ def generate(policy: Policy, batch: list[dict], temperature: float = 0.0, seed: 
                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                     top_k=None, top_p=None, temperature=None)
     width = inputs['input_ids'].shape[1]
-    prompts = [_strip(r, m) for r, m in zip(inputs['input_ids'], inputs['attention_mask'])]
-    answers = [_answer_ids(r, tokenizer) for r in out[:, width:].cpu()]
+    return _generation(tokenizer, _prompt_ids(inputs), [_answer_ids(r, tokenizer) for r in out[:, width:].cpu()])
+
+def _prompt_ids(inputs: dict) -> list[list[int]]:
+    return [_strip(r, m) for r, m in zip(inputs['input_ids'], inputs['attention_mask'])]
+
+def _generation(tokenizer, prompts: list[list[int]], answers: list[list[int]]) -> Generation:
+    "The `Generation` of prompt and answer ids: the answers' text and the tokens counted (image tokens apart)."
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     images = [p.count(image_id) for p in prompts]
     tokens = TokenCount(sum(map(len, prompts)) - sum(images), sum(images), sum(map(len, answers)))
     return Generation(tokenizer.batch_decode(answers, skip_special_tokens=True), prompts, answers, tokens)
+
+# %% ../nbs/06_generate.ipynb #ccb17ced
+GENERATION_BACKENDS = ('transformers', 'vllm')
+
+def _vllm():
+    "The vllm module, or an error that says how to get it."
+    try: import vllm
+    except ImportError as e:
+        raise ImportError("the vLLM backend needs vllm, on a machine with a GPU: pip install 'sftrl[vllm]'") from e
+    return vllm
+
+class VLLMGenerator:
+    "`generate` on a vLLM engine started from the policy's checkpoint: the same call, the same `Generation`; `sync` updates its weights."
+    def __init__(self, policy: Policy, gpu_memory_utilization: float = 0.4, **engine_kwargs):
+        path = Path(str(policy.model.name_or_path or ''))
+        if not (path / 'config.json').is_file():
+            raise ValueError(f"the vLLM backend starts its engine from a saved checkpoint folder; {str(path)!r} is not one "
+                             "(save the policy with save_pretrained, or load it from its folder)")
+        self.vllm = _vllm()
+        os.environ.setdefault('VLLM_ENABLE_V1_MULTIPROCESSING', '0')   # the engine in this process, where `sync` reaches its model
+        self.llm = self.vllm.LLM(model=str(path), tokenizer=str(path), seed=0, gpu_memory_utilization=gpu_memory_utilization,
+                                 enable_prefix_caching=True, **engine_kwargs)
+
+    def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
+                 max_new_tokens: int = 256) -> Generation:
+        if not batch: return Generation([], [], [], TokenCount())
+        tokenizer, prompts = policy.tokenizer, _prompt_ids(encode(policy, batch))
+        if policy.kind == 'vision':   # vLLM expands the one <image> of the chat text itself
+            requests = [{'prompt': text, 'multi_modal_data': {'image': _pil(item['image'])}}
+                        for text, item in zip(chat_texts(policy, batch), batch)]
+        else: requests = [{'prompt_token_ids': ids} for ids in prompts]
+        params = [self.vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, detokenize=False,
+                                           seed=_row_seed(seed, item) % 2**63 if temperature > 0 else None,
+                                           stop_token_ids=[tokenizer.eos_token_id]) for item in batch]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return _generation(tokenizer, prompts, [_finished_ids(o.outputs[0], tokenizer.eos_token_id) for o in outputs])
+
+    def sync(self, model) -> None:
+        "Copy `model`'s current weights into the engine (after each PPO update), by the names its checkpoint saved them under."
+        try: engine_model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
+        except AttributeError as e:
+            raise RuntimeError(f"vllm {getattr(self.vllm, '__version__', '?')} does not keep its model where sftrl looks "
+                               "(llm_engine.model_executor.driver_worker.worker.model_runner.model)") from e
+        engine_model.load_weights((name, tensor.detach()) for name, tensor in model.state_dict().items())
+        if hasattr(self.llm, 'reset_prefix_cache'): self.llm.reset_prefix_cache()   # cached prompts hold the old weights' keys
+
+def _pil(image) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+
+def _finished_ids(completion, eos: int) -> list[int]:
+    "A vLLM completion's ids, ending with end-of-sequence when it stopped there (as `generate`'s answers do)."
+    ids = list(completion.token_ids)
+    return ids + [eos] if completion.finish_reason == 'stop' and (not ids or ids[-1] != eos) else ids
+
+def generator(policy: Policy, backend: str = 'transformers', **engine_kwargs) -> Callable[..., Generation]:
+    "The generation function of `backend`: `generate` (transformers, the default) or a `VLLMGenerator` for `policy`."
+    if backend not in GENERATION_BACKENDS: raise ValueError(f"backend must be one of {GENERATION_BACKENDS}, got {backend!r}")
+    return generate if backend == 'transformers' else VLLMGenerator(policy, **engine_kwargs)
 
 # %% ../nbs/06_generate.ipynb #31dca715
 @dataclass
@@ -106,18 +177,19 @@ class ModelPolicy:
     max_new_tokens: int = 256
     batch_size: int = 16
     tokens: TokenCount = field(default_factory=TokenCount)
+    generate: Callable[..., Generation] = generate   # the backend (`generator`)
 
     def __call__(self, batch: list[dict]) -> list[str]:
         texts = []
         for i in range(0, len(batch), self.batch_size):
-            out = generate(self.policy, batch[i:i + self.batch_size], self.temperature, self.seed, self.max_new_tokens)
+            out = self.generate(self.policy, batch[i:i + self.batch_size], self.temperature, self.seed, self.max_new_tokens)
             texts += out.texts
             self.tokens = self.tokens + out.tokens
         return texts
 
 def model_policy(policy: Policy, temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 256,
-                 batch_size: int = 16) -> ModelPolicy:
-    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`."
+                 batch_size: int = 16, backend: str = 'transformers') -> ModelPolicy:
+    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend`."
     if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if max_new_tokens < 1 or batch_size < 1: raise ValueError("max_new_tokens and batch_size must be >= 1")
-    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size)
+    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=generator(policy, backend))

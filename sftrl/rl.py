@@ -24,7 +24,7 @@ from .base import building
 from .core import config_hash, installed_trackers
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings
-from .generate import encode, generate
+from .generate import encode, generate, generator
 from .models import Policy, count_parameters, load_policy, save_policy
 from .tasks import get_task, make_env, start_episode, training_seeds
 
@@ -237,6 +237,7 @@ class RLRun:
     checkpoints: int = 2
     resolution: int | None = None
     seed: int = 0
+    backend: str = 'transformers'   # rollout generation: transformers `generate`, or 'vllm' on GPUs (sftrl.generate)
 
 # The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
 PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
@@ -353,12 +354,14 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
     env_kwargs = {'resolution': run.resolution} if get_task(run.task).vision and run.resolution else {}
+    generate_with = generator(policy, run.backend)
     for update in tqdm(range(start, run.updates), initial=start, total=run.updates, disable=not progress, desc=f'RL {run.task}'):
         if stop_after is not None and update >= stop_after: return folder
         unwrapped = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.processor, policy.kind)
         seed = run.seed * 1_000_003 + update * accelerator.num_processes + accelerator.process_index
+        if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
         rollout = collect(unwrapped, value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
-                          run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs)
+                          run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with)
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
         stats = ppo_update(model, value_head, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
         scheduler.step()
