@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 
 from sftrl.models import build_text_policy, build_tokenizer, count_parameters, task_texts
-from sftrl.rl import ValueHead, collect, hidden_size, ppo_update, rl_run
+from sftrl.rl import ActorCritic, ValueHead, collect, hidden_size, ppo_update, rl_run
 from sftrl.tasks import make_env, start_episode, training_seeds
 
 
@@ -30,7 +30,7 @@ def measure(policy, head, n_envs, steps=32, max_new_tokens=64):
     run = rl_run('tiny', 'gp-l', init='unused', minibatch=16)
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
-    stats = ppo_update(policy.model, head, optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
+    stats = ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
                        np.random.default_rng(0))
     update_seconds = time.perf_counter() - start
     return (len(rollout.turns) / rollout_seconds, rollout.generation.generated / rollout_seconds, tokens / rollout_seconds,
@@ -48,7 +48,7 @@ def ppo_iteration(policy, n_envs=8):
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
     rollout = collect(policy, head, 'gp-l', ANSWERS, n_envs, seed=0, temperature=0.2, max_new_tokens=64)
-    ppo_update(policy.model, head, optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
+    ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
                np.random.default_rng(0))
     seconds = time.perf_counter() - start
     turns = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)

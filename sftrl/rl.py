@@ -29,8 +29,8 @@ from .models import Policy, count_parameters, load_policy, save_policy
 from .tasks import get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
-__all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'hidden_size', 'Turn', 'score', 'Rollout',
-           'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'init_tokens',
+__all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'score',
+           'Rollout', 'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'init_tokens',
            'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
@@ -55,6 +55,18 @@ class ValueHead(torch.nn.Module):
                                        torch.nn.Linear(hidden // 8, 1))
     def forward(self, hidden: torch.Tensor) -> torch.Tensor: return self.mlp(hidden.float()).squeeze(-1)
 
+class ActorCritic(torch.nn.Module):
+    "The policy and its value head as one module (one `accelerator.prepare`, one forward pass for logits and values)."
+    def __init__(self, model, value_head: ValueHead):
+        super().__init__()
+        self.model, self.value_head = model, value_head
+
+    def forward(self, input_ids, attention_mask, last_prompt, **extra):
+        "Logits at every position, and the value at each row's `last_prompt` position."
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False, **extra)
+        rows = torch.arange(len(last_prompt), device=last_prompt.device)
+        return out.logits, self.value_head(out.hidden_states[-1][rows, last_prompt])
+
 def hidden_size(model) -> int:
     config = model.config
     return getattr(config, 'hidden_size', None) or config.get_text_config().hidden_size
@@ -78,14 +90,15 @@ def _pad(rows: list[list], value) -> torch.Tensor:
     width = max(map(len, rows))
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
-def score(model, value_head, turns: list[Turn], temperature: float, pad_id: int):
+def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
     "Weighted log-probabilities, mean answer-token entropies and values of `turns` (with gradients if enabled)."
     sequences = [t.prompt_ids + t.answer_ids for t in turns]
     ids, mask = _pad(sequences, pad_id), _pad([[1] * len(s) for s in sequences], 0)
-    device = next(model.parameters()).device
+    device = next(actor_critic.parameters()).device
     extra = {'pixel_values': torch.stack([t.pixel_values for t in turns]).to(device)} if turns[0].pixel_values is not None else {}
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False, **extra)
-    logp = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
+    last_prompt = torch.tensor([len(t.prompt_ids) - 1 for t in turns], device=device)
+    logits, values = actor_critic(ids.to(device), mask.to(device), last_prompt, **extra)
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
     token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1).to(device)).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(-1)
     weights, answer = torch.zeros_like(token_logp), torch.zeros_like(token_logp)
@@ -93,10 +106,7 @@ def score(model, value_head, turns: list[Turn], temperature: float, pad_id: int)
         start = len(t.prompt_ids) - 1    # the logit at position p predicts token p + 1
         weights[row, start:start + len(t.answer_ids)] = torch.tensor(t.weights)
         answer[row, start:start + len(t.answer_ids)] = 1.0
-    last_prompt = torch.tensor([len(t.prompt_ids) - 1 for t in turns], device=device)
-    hidden = out.hidden_states[-1][torch.arange(len(turns), device=device), last_prompt]
-    return ((token_logp * weights).sum(-1), (entropy * answer).sum(-1) / answer.sum(-1).clamp_min(1),
-            value_head(hidden))
+    return (token_logp * weights).sum(-1), (entropy * answer).sum(-1) / answer.sum(-1).clamp_min(1), values
 
 # %% ../nbs/08_rl.ipynb #40789e4d
 @dataclass
@@ -113,13 +123,12 @@ def _observation(task, obs: dict, info: dict) -> dict:
 def _pixel_rows(policy: Policy, batch: list[dict]):
     return list(encode(policy, batch)['pixel_values']) if policy.kind == 'vision' else [None] * len(batch)
 
-def _values(policy, value_head, batch: list[dict]) -> list[float]:
+def _values(actor_critic: ActorCritic, policy: Policy, batch: list[dict]) -> list[float]:
     "Values of observations (the bootstrap after the buffer's last turn)."
     inputs = encode(policy, batch)
-    device = next(policy.model.parameters()).device
-    with torch.no_grad():
-        out = policy.model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True, use_cache=False)
-        return value_head(out.hidden_states[-1][:, -1]).tolist()   # left padding: the last position is the last prompt token
+    device = next(actor_critic.parameters()).device
+    last = torch.full((len(batch),), inputs['input_ids'].shape[1] - 1, device=device)   # left padding: the last prompt token
+    with torch.no_grad(): return actor_critic(**{k: v.to(device) for k, v in inputs.items()}, last_prompt=last)[1].tolist()
 
 # %% ../nbs/08_rl.ipynb #8a14eaea
 @functools.lru_cache(maxsize=8)
@@ -145,7 +154,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
             env_kwargs: dict | None = None, generator=generate) -> Rollout:
     "Play `n_envs` training episodes in lockstep until `steps` turns are buffered; episodes are seeded by `seed`."
-    task, tokenizer = get_task(task), policy.tokenizer
+    task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
     episodes_from = training_episodes(task, seed)
     states = [episodes_from(e) + ({'turns': 0, 'reward': 0.0},) for e in envs]
@@ -158,7 +167,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         new = [Turn(p, a, action_weights(tokenizer, a, ACTION_KEYS[task.env], thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))]
         with torch.no_grad():
-            logprobs, _, values = score(policy.model, value_head, new, temperature, tokenizer.pad_token_id)
+            logprobs, _, values = score(actor_critic, new, temperature, tokenizer.pad_token_id)
         for turn, text, logprob, value in zip(new, out.texts, logprobs.tolist(), values.tolist()):
             obs, reward, terminated, truncated, info = envs[turn.env].step(text)
             episode = states[turn.env][2]
@@ -172,7 +181,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
                 states[turn.env] = episodes_from(envs[turn.env]) + ({'turns': 0, 'reward': 0.0},)
             else:
                 states[turn.env] = (obs, info, episode)
-    last = _values(policy, value_head, [_observation(task, *states[i][:2]) for i in range(n_envs)])
+    last = _values(actor_critic, policy, [_observation(task, *states[i][:2]) for i in range(n_envs)])
     return Rollout(turns, last, episodes, tokens)
 
 # %% ../nbs/08_rl.ipynb #f33e426e
@@ -263,23 +272,24 @@ def _minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray
     order = rng.permutation(n)
     return [order[i:i + size] for i in range(0, n, size)]
 
-def ppo_update(model, value_head, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
+def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
                rng: np.random.Generator, reference=None) -> dict:
-    "PPO epochs over the buffer (`model` and `value_head` as `accelerator` prepared them); mean statistics of the update."
+    "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it); mean statistics of the update."
     advantages, returns = gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     tensor = lambda values, idx: torch.tensor(np.asarray(values)[idx], dtype=torch.float32)
-    params = [p for p in list(model.parameters()) + list(value_head.parameters()) if p.requires_grad]
+    params = [p for p in actor_critic.parameters() if p.requires_grad]
+    if reference is not None: reference = ActorCritic(reference, accelerator.unwrap_model(actor_critic).value_head)
     stats, trained = [], TokenCount()
     for _ in range(run.ppo_epochs):
         for idx in _minibatches(len(rollout.turns), run.minibatch, rng):
             turns = [rollout.turns[i] for i in idx]
-            logprob, entropy, value = score(model, value_head, turns, run.temperature, pad_id)
+            logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
             loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
                                    value, tensor([t.value for t in rollout.turns], idx), tensor(returns, idx),
                                    run.clip, run.value_coef, run.ratio_fallback)
             if run.kl_coef and reference is not None:
-                with torch.no_grad(): ref_logprob = score(reference, value_head, turns, run.temperature, pad_id)[0]
+                with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
                 log_ratio = ref_logprob - logprob
                 loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
             loss = loss - run.entropy_coef * entropy.mean()
@@ -349,7 +359,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         value_head.load_state_dict(resumed['value_head']); optimizer.load_state_dict(resumed['optimizer'])
         scheduler.load_state_dict(resumed['scheduler']); rng.bit_generator.state = resumed['rng']
         totals, start = resumed['totals'], resumed['update']
-    model, value_head, optimizer = accelerator.prepare(policy.model, value_head, optimizer)
+    actor_critic, optimizer = accelerator.prepare(ActorCritic(policy.model, value_head), optimizer)
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
@@ -357,21 +367,22 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     generate_with = generator(policy, run.backend)
     for update in tqdm(range(start, run.updates), initial=start, total=run.updates, disable=not progress, desc=f'RL {run.task}'):
         if stop_after is not None and update >= stop_after: return folder
-        unwrapped = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.processor, policy.kind)
+        bare = accelerator.unwrap_model(actor_critic)
+        unwrapped = Policy(bare.model, policy.tokenizer, policy.processor, policy.kind)
         seed = run.seed * 1_000_003 + update * accelerator.num_processes + accelerator.process_index
         if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
-        rollout = collect(unwrapped, value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
+        rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
                           run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with)
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
-        stats = ppo_update(model, value_head, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
+        stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
         scheduler.step()
-        stats['rank_checksums'] = _rank_checksums(accelerator, model)
+        stats['rank_checksums'] = _rank_checksums(accelerator, actor_critic)
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
             compute = rl_compute(run.task, n_params, d_init, totals)
             _log(accelerator, folder, run, update + 1, rollout, stats, compute, scheduler.get_last_lr()[0])
-            _save_state(folder, update + 1, unwrapped, value_head, optimizer, scheduler, rng, totals)
+            _save_state(folder, update + 1, unwrapped, bare.value_head, optimizer, scheduler, rng, totals)
             if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, compute)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -380,7 +391,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
 
 # %% ../nbs/08_rl.ipynb #a0f0eb08
 def _rank_checksums(accelerator, model) -> list[float]:
-    "Each rank's sum of its policy weights: data-parallel ranks must hold the same model after every update."
+    "Each rank's sum of its weights (policy and value head): data-parallel ranks must hold the same model after every update."
     total = torch.tensor([float(sum(p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()))])
     sums = accelerator.gather(total).tolist()
     if max(sums) != min(sums): raise RuntimeError(f"data-parallel ranks diverged after an update: weight sums {sums}")

@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from hypothesis import given, settings, strategies as st
 
 from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
-from sftrl.rl import Rollout, Turn, ValueHead, gae, hidden_size, ppo_loss, ppo_update, rl_checkpoints, rl_log, rl_run, score, train_rl
+from sftrl.rl import ActorCritic, Rollout, Turn, ValueHead, gae, hidden_size, ppo_loss, ppo_update, rl_checkpoints, rl_log, rl_run, score, train_rl
 from sftrl.evaluate import TokenCount
 
 
@@ -109,14 +109,14 @@ def test_one_update_moves_probability_to_the_rewarded_answer(policy):
     model = build_text_policy(tok, 'smoke', seed=0).model      # a copy: the module fixture stays untouched
     turns = [Turn(prompt, a, [1.0] * len(a), None, 0.0, 0.0, reward, True, env=k) for k, (a, reward) in enumerate(zip(answers, (5.0, -3.0)))]
     with torch.no_grad():
-        before, _, values = score(model, head, turns, 0.2, tok.pad_token_id)
+        before, _, values = score(ActorCritic(model, head), turns, 0.2, tok.pad_token_id)
     for t, lp, v in zip(turns, before.tolist(), values.tolist()): t.logprob, t.value = lp, v
     run = rl_run('smoke', 'gp-l', init='unused', minibatch=2, ppo_epochs=4, learning_rate=1e-4)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=run.learning_rate, eps=1e-7)
-    stats = ppo_update(model, head, optimizer, Accelerator(cpu=True), Rollout(turns, [0.0, 0.0], [], TokenCount()),
+    stats = ppo_update(ActorCritic(model, head), optimizer, Accelerator(cpu=True), Rollout(turns, [0.0, 0.0], [], TokenCount()),
                        run, tok.pad_token_id, np.random.default_rng(0))
     with torch.no_grad():
-        after = score(model, head, turns, 0.2, tok.pad_token_id)[0]
+        after = score(ActorCritic(model, head), turns, 0.2, tok.pad_token_id)[0]
     assert after[0] > before[0] and after[1] < before[1], (before, after)
     assert stats['trained'].total == 4 * sum(len(prompt) + len(a) for a in answers)    # 4 epochs over both turns
     assert {'policy_loss', 'value_loss', 'clip_fraction', 'approx_kl', 'entropy', 'explained_variance'} <= set(stats)

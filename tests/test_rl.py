@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sftrl.models import build_text_policy, build_tokenizer, task_texts
-from sftrl.rl import Turn, ValueHead, collect, hidden_size, rl_run, score, train_rl
+from sftrl.rl import ActorCritic, Turn, ValueHead, collect, hidden_size, rl_run, score, train_rl
 from sftrl.tasks import oracle_answer
 
 
@@ -22,12 +22,12 @@ def test_score_reads_only_the_answer_tokens(policy):
     answer = tok('{"formula": "1*2*3*4=24"}')['input_ids'] + [tok.eos_token_id]
     turn = Turn(prompt, answer, [1.0] * len(answer), None, 0.0, 0.0)
     with torch.no_grad():
-        logprob, entropy, value = score(policy.model, head, [turn], 0.2, tok.pad_token_id)
+        logprob, entropy, value = score(ActorCritic(policy.model, head), [turn], 0.2, tok.pad_token_id)
         logits = policy.model(torch.tensor([prompt + answer])).logits[0] / 0.2
     manual = torch.log_softmax(logits.float(), -1)[len(prompt) - 1:-1].gather(-1, torch.tensor(answer)[:, None]).sum()
     assert torch.isclose(logprob[0], manual, atol=1e-4)
     other = Turn(prompt[:-3] + [tok.pad_token_id] * 3, answer, [0.0] * len(answer), None, 0.0, 0.0)
-    assert score(policy.model, head, [other], 0.2, tok.pad_token_id)[0].item() == 0.0   # zero weights: nothing counted
+    assert score(ActorCritic(policy.model, head), [other], 0.2, tok.pad_token_id)[0].item() == 0.0   # zero weights: nothing counted
 
 
 def test_virl_rollout_with_the_expert_succeeds_at_every_point(policy):

@@ -5,7 +5,7 @@ import torch
 from sftrl.evaluate import TokenCount
 from sftrl.generate import Generation, encode
 from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, task_texts
-from sftrl.rl import Turn, ValueHead, collect, hidden_size, score
+from sftrl.rl import ActorCritic, Turn, ValueHead, collect, hidden_size, score
 from sftrl.tasks import get_task, oracle_answer
 
 WRONG = '{"cards": ["A", "A", "A", "A"], "number": [1, 1, 1, 1], "formula": "1+1=24"}'
@@ -66,8 +66,8 @@ def test_batched_score_counts_exactly_the_answer_tokens_of_each_turn(policy, hea
     turns = rollout.turns
     assert len({len(t.prompt_ids) + len(t.answer_ids) for t in turns}) > 1      # padding is exercised
     with torch.no_grad():
-        batched = score(policy.model, head, turns, 0.2, policy.tokenizer.pad_token_id)
-        alone = [score(policy.model, head, [t], 0.2, policy.tokenizer.pad_token_id) for t in turns]
+        batched = score(ActorCritic(policy.model, head), turns, 0.2, policy.tokenizer.pad_token_id)
+        alone = [score(ActorCritic(policy.model, head), [t], 0.2, policy.tokenizer.pad_token_id) for t in turns]
         for k, t in enumerate(turns):
             logits = policy.model(torch.tensor([t.prompt_ids + t.answer_ids])).logits[0].float() / 0.2
             logp = torch.log_softmax(logits, -1)[len(t.prompt_ids) - 1:-1].gather(-1, torch.tensor(t.answer_ids)[:, None])[:, 0]
@@ -83,9 +83,9 @@ def test_changing_prompt_tokens_changes_no_mask(policy, head):
     "Weights live on answer positions: a turn whose answer weights are zero scores 0 whatever its prompt says."
     t = Turn(list(range(5, 40)), [50, 60, 70, policy.tokenizer.eos_token_id], [0.0] * 4, None, 0.0, 0.0)
     with torch.no_grad():
-        assert score(policy.model, head, [t], 0.2, policy.tokenizer.pad_token_id)[0].item() == 0.0
+        assert score(ActorCritic(policy.model, head), [t], 0.2, policy.tokenizer.pad_token_id)[0].item() == 0.0
         one = Turn(t.prompt_ids, t.answer_ids, [0.0, 0.0, 0.0, 1.0], None, 0.0, 0.0)
-        got = score(policy.model, head, [one], 0.2, policy.tokenizer.pad_token_id)[0].item()
+        got = score(ActorCritic(policy.model, head), [one], 0.2, policy.tokenizer.pad_token_id)[0].item()
         logits = policy.model(torch.tensor([t.prompt_ids + t.answer_ids])).logits[0, -2].float() / 0.2
     assert abs(got - torch.log_softmax(logits, -1)[policy.tokenizer.eos_token_id].item()) < 1e-4
 
@@ -128,7 +128,7 @@ def test_a_vision_policy_rolls_out_through_the_same_code(tokenizer):
     assert len(rollout.turns) == 4 and all(t.pixel_values is not None for t in rollout.turns)
     assert all(t.reward < 0 for t in rollout.turns)       # random weights: every answer is refused
     with torch.no_grad():
-        logprob, entropy, value = score(policy.model, head, rollout.turns, 0.2, policy.tokenizer.pad_token_id)
+        logprob, entropy, value = score(ActorCritic(policy.model, head), rollout.turns, 0.2, policy.tokenizer.pad_token_id)
     assert torch.allclose(logprob, torch.tensor([t.logprob for t in rollout.turns]), atol=1e-3)
     assert torch.allclose(value, torch.tensor([t.value for t in rollout.turns]), atol=1e-4)
 
