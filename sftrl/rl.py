@@ -350,7 +350,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     policy.model.train()
     torch.manual_seed(run.seed)
     value_head = ValueHead(hidden_size(policy.model))
-    reference = load_policy(run.init).model.eval() if run.kl_coef else None
+    reference = load_policy(run.init, device=accelerator.device).model.eval() if run.kl_coef else None
     params = [p for p in policy.model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=run.learning_rate, eps=1e-7, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.cosine_updates or run.updates, eta_min=run.lr_min)

@@ -29,7 +29,7 @@ from .evaluate import evaluate, summarize
 from .generate import model_policy
 from .models import load_policy
 from .rl import rl_checkpoints, rl_run, train_rl
-from .sft import base_policy, checkpoint_table, sft_run, train_sft
+from .sft import base_policy, checkpoint_table, on_gpu, sft_run, train_sft
 from .tasks import get_task
 
 # %% auto #0
@@ -111,7 +111,8 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
            'n': study.eval_episodes, 'seed': seed, 'viter': viter, 'temperature': temperature,
            'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
     out = runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
-    policy = _OnFirstCall(lambda: model_policy(load_policy(checkpoint), temperature, seed, study.max_new_tokens))
+    device = 'cuda' if on_gpu() else None   # evaluations are most of a study's time: on the GPU when there is one
+    policy = _OnFirstCall(lambda: model_policy(load_policy(checkpoint, device=device), temperature, seed, study.max_new_tokens))
     with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
         steps, episodes = evaluate(policy, task, split, n=study.eval_episodes, viter=viter, seed=seed, out=out,
                                    progress=False, env_kwargs=env_kwargs)
