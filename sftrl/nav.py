@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .core import STEP_LIMIT, TextActionEnv, Verdict
-from .city import (HELD_OUT_STYLES, HOME_STYLE, RouteSet, geocode_distance, geocode_to_local,
+from .city import (DIRECTIONS, HELD_OUT_STYLES, HOME_STYLE, RouteSet, geocode_distance, geocode_to_local,
                         parse_milestones, read_route_file)
 from .views import VIEW_OFFSETS, render_grid
 
@@ -208,7 +208,7 @@ You need to identify if any of the landmarks in the instruction are visible in t
 }}
 """
 
-ABSOLUTE_DIRECTIONS = ('north', 'northeast', 'east', 'southeast', 'south', 'southwest', 'west', 'northwest')
+ABSOLUTE_DIRECTIONS = DIRECTIONS   # the eight compass words, clockwise from north (sftrl.city)
 ACTION_SPACES = {
     True: '"forward()": indicates moving forward one step\n"turn_direction(x)": indicates adjust the ego agent direction towards x direction. '
           f"x could be any following 8 directions {list(ABSOLUTE_DIRECTIONS)}\n" + '"stop()": indicates the navigation is finished.',
