@@ -168,7 +168,7 @@ class DPORun:
 DPO_PRESETS = {
     'smoke': DPORun(),
     'tiny': DPORun(pairs=2048, samples=4, max_new_tokens=128, epochs=2, learning_rate=1e-6, batch_size=16, checkpoints=4),
-    'paper': DPORun(pairs=5120, samples=4, max_new_tokens=512, learning_rate=1e-6, batch_size=16, gradient_accumulation=8,
+    'paper': DPORun(pairs=5120, samples=4, max_new_tokens=512, learning_rate=1e-6, batch_size=16,   # 16 per GPU on 8, as SFT
                     checkpoints=5, gradient_checkpointing=True),
 }
 

@@ -84,6 +84,7 @@ class Turn:
     done: bool = False
     env: int = 0            # which environment of the batch played it (GAE runs along each one)
     success: bool = False   # the episode ended right here, solved
+    truncated: bool = False # it ended by the step limit under the official budget: GAE bootstraps across it
 
 # %% ../nbs/08_rl.ipynb #69c6cce5
 def _pad(rows: list[list], value) -> torch.Tensor:
@@ -152,7 +153,7 @@ def training_episodes(task, seed: int):
 # %% ../nbs/08_rl.ipynb #b1d27714
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
-            env_kwargs: dict | None = None, generator=generate) -> Rollout:
+            env_kwargs: dict | None = None, generator=generate, official_budget: bool = False) -> Rollout:
     "Play `n_envs` training episodes in lockstep until `steps` turns are buffered; episodes are seeded by `seed`."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
@@ -173,7 +174,8 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             episode = states[turn.env][2]
             episode['turns'] += 1; episode['reward'] += reward
             turn.logprob, turn.value, turn.reward = logprob, value, float(reward)
-            turn.done = terminated or truncated or info['tries_left'] == 0
+            turn.done = terminated or truncated or (not official_budget and info['tries_left'] == 0)
+            turn.truncated = official_budget and truncated and not terminated
             turn.success = bool(terminated and info['verdict'].correct)
             turns.append(turn)
             if turn.done:
@@ -190,7 +192,7 @@ def gae(turns: list[Turn], last_values: list[float], gamma: float = 0.9, lam: fl
     advantages, returns = np.zeros(len(turns)), np.zeros(len(turns))
     next_value, next_advantage = dict(enumerate(last_values)), {}
     for i in reversed(range(len(turns))):
-        t = turns[i]; mask = 1.0 - t.done
+        t = turns[i]; mask = 1.0 - (t.done and not t.truncated)
         delta = t.reward + gamma * next_value[t.env] * mask - t.value
         advantages[i] = delta + gamma * lam * mask * next_advantage.get(t.env, 0.0)
         returns[i] = advantages[i] + t.value
@@ -226,6 +228,7 @@ class RLRun:
     steps: int = 16                 # turns per update (the rollout buffer)
     n_envs: int = 8                 # environments played side by side
     minibatch: int = 8
+    accumulation: int = 1           # minibatches whose gradients add up to one optimizer step (official: 128 single turns)
     ppo_epochs: int = 4
     learning_rate: float = 1e-4
     lr_min: float = 1e-9            # cosine decay to this
@@ -246,6 +249,7 @@ class RLRun:
     checkpoints: int = 2
     resolution: int | None = None
     seed: int = 0
+    official_budget: bool = False   # play the unverified −1 call after the last try, and bootstrap across it (official)
     backend: str = 'transformers'   # rollout generation: transformers `generate`, or 'vllm' on GPUs (sftrl.generate)
 
 # The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
@@ -253,7 +257,7 @@ PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 
 RL_PRESETS = {
     'smoke': RLRun(max_new_tokens=48),
     'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, learning_rate=1e-6, max_new_tokens=128, checkpoints=4),
-    'paper': RLRun(steps=256, n_envs=32, minibatch=1, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
+    'paper': RLRun(steps=256, n_envs=32, minibatch=1, accumulation=128, official_budget=True, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
 }
 
 def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
@@ -274,7 +278,7 @@ def _minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray
 
 def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
                rng: np.random.Generator, reference=None) -> dict:
-    "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it); mean statistics of the update."
+    "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it), a step every `run.accumulation` minibatches; mean statistics."
     advantages, returns = gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     tensor = lambda values, idx: torch.tensor(np.asarray(values)[idx], dtype=torch.float32)
@@ -282,23 +286,25 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
     if reference is not None: reference = ActorCritic(reference, accelerator.unwrap_model(actor_critic).value_head)
     stats, trained = [], TokenCount()
     for _ in range(run.ppo_epochs):
-        for idx in _minibatches(len(rollout.turns), run.minibatch, rng):
-            turns = [rollout.turns[i] for i in idx]
-            logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
-            loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
-                                   value, tensor([t.value for t in rollout.turns], idx), tensor(returns, idx),
-                                   run.clip, run.value_coef, run.ratio_fallback)
-            if run.kl_coef and reference is not None:
-                with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
-                log_ratio = ref_logprob - logprob
-                loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
-            loss = loss - run.entropy_coef * entropy.mean()
+        batches = _minibatches(len(rollout.turns), run.minibatch, rng)
+        for group in (batches[k:k + run.accumulation] for k in range(0, len(batches), run.accumulation)):
             optimizer.zero_grad()
-            accelerator.backward(loss)
+            for idx in group:
+                turns = [rollout.turns[i] for i in idx]
+                logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
+                loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
+                                       value, tensor([t.value for t in rollout.turns], idx), tensor(returns, idx),
+                                       run.clip, run.value_coef, run.ratio_fallback)
+                if run.kl_coef and reference is not None:
+                    with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
+                    log_ratio = ref_logprob - logprob
+                    loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
+                loss = loss - run.entropy_coef * entropy.mean()
+                accelerator.backward(loss / len(group))   # the group's mean gradient, as one large minibatch's
+                stats.append({**parts, 'entropy': entropy.mean().item()})
+                trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
             accelerator.clip_grad_norm_(params, run.max_grad_norm)
             optimizer.step()
-            stats.append({**parts, 'entropy': entropy.mean().item()})
-            trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
     values = np.array([t.value for t in rollout.turns])
     explained = 1 - np.var(returns - values) / np.var(returns) if np.var(returns) > 0 else float('nan')
     return {**pd.DataFrame(stats).mean().to_dict(), 'explained_variance': float(explained), 'trained': trained}
@@ -372,7 +378,8 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         seed = run.seed * 1_000_003 + update * accelerator.num_processes + accelerator.process_index
         if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
         rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
-                          run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with)
+                          run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with,
+                          run.official_budget)
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
         stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
         scheduler.step()

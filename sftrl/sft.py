@@ -108,7 +108,8 @@ PAPER_SFT = {'gp-l': (1e-6, 1), 'gp-vl': (5e-7, 1), 'virl-l': (1e-6, 1), 'virl-v
 SFT_PRESETS = {
     'smoke': SFTRun(examples=48, batch_size=8, learning_rate=1e-3, checkpoints=2),
     'tiny': SFTRun(size='tiny', examples=8000, epochs=1, batch_size=16, learning_rate=5e-4, checkpoints=8),
-    'paper': SFTRun(size='paper', examples=10000, batch_size=16, gradient_accumulation=8, checkpoints=10),
+    # the official batch: 16 per GPU on 8 GPUs, no accumulation (on fewer GPUs, --set gradient_accumulation=8/GPUs keeps 128)
+    'paper': SFTRun(size='paper', examples=10000, batch_size=16, checkpoints=10),
 }
 
 def sft_run(preset: str, task, **overrides) -> SFTRun:

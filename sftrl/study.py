@@ -33,20 +33,20 @@ from .sft import base_policy, checkpoint_table, on_gpu, sft_run, train_sft
 from .tasks import get_task
 
 # %% auto #0
-__all__ = ['STUDY_PRESETS', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST',
-           'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT', 'EXPERIMENTS',
-           'StudyPreset', 'study_preset', 'runs_root', 'sft', 'rl', 'dpo', 'grpo', 'base_checkpoint', 'evaluation',
-           'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms', 'study_arms', 'change_from_init',
-           'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
-           'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'experiment_folders', 'experiments',
-           'figures_folder', 'run_experiment', 'reproduce']
+__all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD',
+           'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT',
+           'EXPERIMENTS', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root', 'sft', 'rl', 'dpo', 'grpo',
+           'base_checkpoint', 'evaluation', 'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms',
+           'study_arms', 'change_from_init', 'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv',
+           'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars',
+           'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
 class StudyPreset:
     "What all figures of one preset share."
     name: str
-    eval_episodes: int     # per point and split
+    eval_episodes: int     # per point and split (the paper preset: by task, `eval_episodes`)
     seeds: int             # training seeds per arm
     max_new_tokens: int    # answer length at evaluation
 
@@ -58,6 +58,14 @@ def study_preset(preset) -> StudyPreset:
     if isinstance(preset, StudyPreset): return preset
     if preset not in STUDY_PRESETS: raise ValueError(f"preset must be one of {list(STUDY_PRESETS)}, got {preset!r}")
     return STUDY_PRESETS[preset]
+
+PAPER_EVAL_EPISODES = {'points': 234, 'nav': 48}   # PAPER.md: GP 234 trajectories, V-IRL 48 (VLN mini: its 18 routes)
+
+def eval_episodes(preset, task, split: str) -> int:
+    "Episodes that evaluate one point of `task` on `split`: the preset's number, or for `paper` the paper's by task."
+    study, task = study_preset(preset), get_task(task)
+    if study.name != 'paper': return study.eval_episodes
+    return 18 if task.env == 'nav' and split == 'ood_visual' else PAPER_EVAL_EPISODES[task.env]
 
 def runs_root(preset, root='runs') -> Path:
     "Where a preset's runs, evaluations and executed notebooks live."
@@ -108,13 +116,13 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
     resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
     env_kwargs = {'resolution': resolution} if task.vision and resolution else {}
     key = {'checkpoint': str(Path(checkpoint).resolve()), 'compute': compute, 'task': task.name, 'split': split,
-           'n': study.eval_episodes, 'seed': seed, 'viter': viter, 'temperature': temperature,
+           'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter, 'temperature': temperature,
            'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
     out = runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
     device = 'cuda' if on_gpu() else None   # evaluations are most of a study's time: on the GPU when there is one
     policy = _OnFirstCall(lambda: model_policy(load_policy(checkpoint, device=device), temperature, seed, study.max_new_tokens))
     with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
-        steps, episodes = evaluate(policy, task, split, n=study.eval_episodes, viter=viter, seed=seed, out=out,
+        steps, episodes = evaluate(policy, task, split, n=eval_episodes(study, task, split), viter=viter, seed=seed, out=out,
                                    progress=False, env_kwargs=env_kwargs)
     metrics = summarize(steps, episodes, task)
     row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'episodes': len(episodes),

@@ -56,6 +56,47 @@ def test_gae_with_gamma_and_lambda_one_is_the_monte_carlo_return_minus_the_value
     np.testing.assert_allclose(advantages, np.array([0.0, 3.0, 5.0]) - values, atol=1e-12)
 
 
+def test_a_truncated_turn_of_the_official_budget_bootstraps_into_the_next_episode():
+    "Two episodes on one environment; the first ends by truncation: its last turn's mask stays 1 (official), unlike a done turn's."
+    values, rewards = [0.5, 0.2, 1.0, 2.0], [-1.0, -1.0, -3.0, 5.0]
+    make = lambda truncated: [Turn([], [], [], None, 0.0, v, r, k in (1, 3), truncated=truncated and k == 1)
+                              for k, (r, v) in enumerate(zip(rewards, values))]
+    cut, through = gae(make(False), [0.0], 0.9, 0.95)[0], gae(make(True), [0.0], 0.9, 0.95)[0]
+    np.testing.assert_allclose(cut[1], -1.0 - 0.2)
+    np.testing.assert_allclose(through[1], -1.0 + 0.9 * 1.0 - 0.2 + 0.9 * 0.95 * through[2])
+    np.testing.assert_allclose(through[2:], cut[2:])   # the second episode does not look back
+
+
+def test_accumulated_single_turn_minibatches_take_the_step_of_one_large_minibatch(policy):
+    "minibatch 1 × accumulation 2 gives the same weights as minibatch 2, with one optimizer step per 2 turns."
+    tok = policy.tokenizer
+    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Cards: 2 3 4 1'}], add_generation_prompt=True,
+                                     tokenize=True, return_dict=True)['input_ids']
+    answers = [tok(t)['input_ids'] + [tok.eos_token_id] for t in ('{"formula": "2*3*4*1=24"}', '{"formula": "2+3+4+1=24"}')]
+    weights = {}
+    for minibatch, accumulation in ((2, 1), (1, 2)):
+        torch.manual_seed(0)
+        head, model = ValueHead(hidden_size(policy.model)), build_text_policy(tok, 'smoke', seed=0).model
+        turns = [Turn(prompt, a, [1.0] * len(a), None, 0.0, 0.0, r, True, env=k) for k, (a, r) in enumerate(zip(answers, (5.0, -3.0)))]
+        with torch.no_grad():
+            before, _, values = score(ActorCritic(model, head), turns, 0.2, tok.pad_token_id)
+        for t, lp, v in zip(turns, before.tolist(), values.tolist()): t.logprob, t.value = lp, v
+        run = rl_run('smoke', 'gp-l', init='unused', minibatch=minibatch, accumulation=accumulation, ppo_epochs=2, learning_rate=1e-4)
+        optimizer = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=run.learning_rate, eps=1e-7)
+        ppo_update(ActorCritic(model, head), optimizer, Accelerator(cpu=True), Rollout(turns, [0.0, 0.0], [], TokenCount()),
+                   run, tok.pad_token_id, np.random.default_rng(0))
+        assert optimizer.state[next(iter(model.parameters()))]['step'].item() == 2   # one step an epoch either way
+        weights[minibatch] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.testing.assert_close(weights[1], weights[2], atol=1e-6, rtol=1e-5)
+
+
+def test_the_paper_preset_accumulates_and_plays_the_official_budget():
+    run = rl_run('paper', 'gp-l', init='x')
+    assert (run.minibatch, run.accumulation, run.official_budget) == (1, 128, True)
+    assert 256 // run.minibatch // run.accumulation * run.ppo_epochs == 8   # optimizer steps an update, as the official code
+    assert not rl_run('tiny', 'gp-l', init='x').official_budget
+
+
 def test_the_paper_gae_values_discount_a_late_success():
     "γ 0.9, λ 0.95, zero values: a success on the 3rd try is worth 0.855² · 5 to the first try, plus its own −3."
     turns = [Turn([], [], [], None, 0.0, 0.0, r, d) for r, d in ((-3.0, False), (-3.0, False), (5.0, True))]
