@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force, args.figures,
                       jobs=args.jobs)
     except ValueError as e: parser.error(str(e))
-    except RuntimeError as e:   # experiments that failed; the others finished and everything computed is kept
+    except Exception as e:   # experiments that failed: the others finished and everything computed is kept
+        study = sys.modules.get('sftrl.study')   # imported by `reproduce`, the one command that raises it
+        if study is None or not isinstance(e, study.ExperimentsFailed): raise
         print(f"sftrl {args.command}: {e}", file=sys.stderr); return 1
     return 0
 

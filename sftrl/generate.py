@@ -128,16 +128,18 @@ class VLLMGenerator:
                              "(save the policy with save_pretrained, or load it from its folder)")
         self.vllm = _vllm()
         os.environ.setdefault('VLLM_ENABLE_V1_MULTIPROCESSING', '0')   # the engine in this process, where `sync` reaches its model
+        # generation_config='vllm': stop only at the tokenizer's end-of-sequence, as `generate` does, not at the
+        # checkpoint's extra end tokens (an answer that stops there gets `eos` appended: `_finished_ids`)
         self.llm = self.vllm.LLM(model=str(path), tokenizer=str(path), seed=0, gpu_memory_utilization=gpu_memory_utilization,
-                                 enable_prefix_caching=True, **engine_kwargs)
+                                 enable_prefix_caching=True, **{'generation_config': 'vllm', **engine_kwargs})
 
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int = 256) -> Generation:
         if not batch: return Generation([], [], [], TokenCount())
         tokenizer, prompts = policy.tokenizer, _prompt_ids(encode(policy, batch))
-        if policy.kind == 'vision':   # vLLM expands the one <image> of the chat text itself
-            requests = [{'prompt': text, 'multi_modal_data': {'image': _pil(item['image'])}}
-                        for text, item in zip(chat_texts(policy, batch), batch)]
+        if policy.kind == 'vision':   # the chat's ids with its one <image>, which vLLM expands itself
+            requests = [{'prompt_token_ids': tokenizer(text, add_special_tokens=False)['input_ids'],
+                         'multi_modal_data': {'image': _pil(item['image'])}} for text, item in zip(chat_texts(policy, batch), batch)]
         else: requests = [{'prompt_token_ids': ids} for ids in prompts]
         params = [self.vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, detokenize=False,
                                            seed=_row_seed(seed, item) % 2**63 if temperature > 0 else None,

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from .base import building
@@ -53,13 +54,15 @@ class ValueHead(torch.nn.Module):
         self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, hidden // 4), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden // 4, hidden // 8), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden // 8, 1))
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor: return self.mlp(hidden.float()).squeeze(-1)
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:   # in the head's own dtype (bf16 under DeepSpeed), values in float32
+        return self.mlp(hidden.to(self.mlp[0].weight.dtype)).float().squeeze(-1)
 
 class ActorCritic(torch.nn.Module):
     "The policy and its value head as one module (one `accelerator.prepare`, one forward pass for logits and values)."
     def __init__(self, model, value_head: ValueHead):
         super().__init__()
         self.model, self.value_head = model, value_head
+        self._no_split_modules = getattr(model, '_no_split_modules', None)   # what FSDP's auto-wrap splits on
 
     def forward(self, input_ids, attention_mask, last_prompt, **extra):
         "Logits at every position, and the value at each row's `last_prompt` position."
@@ -279,17 +282,22 @@ def _minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray
 def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
                rng: np.random.Generator, reference=None) -> dict:
     "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it), a step every `run.accumulation` minibatches; mean statistics."
+    if accelerator.gradient_accumulation_steps != run.accumulation:
+        raise ValueError(f"the accelerator accumulates {accelerator.gradient_accumulation_steps} minibatches, the run {run.accumulation}: "
+                         "make it with Accelerator(gradient_accumulation_steps=run.accumulation)")
+    if math.ceil(len(rollout.turns) / run.minibatch) % run.accumulation:
+        raise ValueError(f"{len(rollout.turns)} turns in minibatches of {run.minibatch} do not fill whole steps of {run.accumulation}")
     advantages, returns = gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     tensor = lambda values, idx: torch.tensor(np.asarray(values)[idx], dtype=torch.float32)
     params = [p for p in actor_critic.parameters() if p.requires_grad]
     if reference is not None: reference = ActorCritic(reference, accelerator.unwrap_model(actor_critic).value_head)
     stats, trained = [], TokenCount()
+    optimizer.zero_grad()
     for _ in range(run.ppo_epochs):
-        batches = _minibatches(len(rollout.turns), run.minibatch, rng)
-        for group in (batches[k:k + run.accumulation] for k in range(0, len(batches), run.accumulation)):
-            optimizer.zero_grad()
-            for idx in group:
+        for idx in _minibatches(len(rollout.turns), run.minibatch, rng):
+            # accelerate adds up `run.accumulation` minibatches (loss scaled, gradients synced and stepped on the last)
+            with accelerator.accumulate(actor_critic):
                 turns = [rollout.turns[i] for i in idx]
                 logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
                 loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
@@ -300,11 +308,12 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
                     log_ratio = ref_logprob - logprob
                     loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
                 loss = loss - run.entropy_coef * entropy.mean()
-                accelerator.backward(loss / len(group))   # the group's mean gradient, as one large minibatch's
-                stats.append({**parts, 'entropy': entropy.mean().item()})
-                trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
-            accelerator.clip_grad_norm_(params, run.max_grad_norm)
-            optimizer.step()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, run.max_grad_norm)
+                    optimizer.step(); optimizer.zero_grad()
+            stats.append({**parts, 'entropy': entropy.mean().item()})
+            trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
     values = np.array([t.value for t in rollout.turns])
     explained = 1 - np.var(returns - values) / np.var(returns) if np.var(returns) > 0 else float('nan')
     return {**pd.DataFrame(stats).mean().to_dict(), 'explained_variance': float(explained), 'trained': trained}
@@ -349,7 +358,9 @@ def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int 
         return _train(run, folder, progress, stop_after, installed_trackers() if report_to is None else report_to)
 
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
-    accelerator = Accelerator(cpu=_cpu(), log_with=list(report_to) or None, project_dir=str(folder))
+    accelerator = Accelerator(cpu=_cpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
+                              project_dir=str(folder))
+    _check_engine(accelerator, run)
     state = folder / 'state' / 'trainer.pt'
     resumed = torch.load(state, weights_only=False) if state.exists() else None
     policy = load_policy(folder / 'state' / 'policy' if resumed else run.init)
@@ -377,9 +388,10 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         unwrapped = Policy(bare.model, policy.tokenizer, policy.processor, policy.kind)
         seed = run.seed * 1_000_003 + update * accelerator.num_processes + accelerator.process_index
         if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
-        rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
-                          run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with,
-                          run.official_budget)
+        with accelerator.autocast():   # the rollout's old log-probabilities in the precision the update computes
+            rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
+                              run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with,
+                              run.official_budget)
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
         stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
         scheduler.step()
@@ -397,9 +409,20 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     return folder
 
 # %% ../nbs/08_rl.ipynb #a0f0eb08
+def _check_engine(accelerator, run: RLRun):
+    "Size DeepSpeed from the run (PPO has no dataloader to size it from); refuse what is known not to work."
+    if (plugin := accelerator.state.deepspeed_plugin) is not None:
+        plugin.deepspeed_config.update({'train_micro_batch_size_per_gpu': run.minibatch, 'gradient_clipping': run.max_grad_norm,
+                                        'gradient_accumulation_steps': run.accumulation})
+    if accelerator.distributed_type == DistributedType.FSDP:   # rollouts call the model outside the sharded root's forward
+        raise NotImplementedError("PPO under FSDP is not supported: use DDP or DeepSpeed ZeRO-2 (zero2-1gpu, zero2-8gpu)")
+    if run.backend == 'vllm' and accelerator.num_processes > 1:
+        raise NotImplementedError("the vLLM backend runs one engine in one process: under several processes use backend='transformers'")
+
 def _rank_checksums(accelerator, model) -> list[float]:
     "Each rank's sum of its weights (policy and value head): data-parallel ranks must hold the same model after every update."
-    total = torch.tensor([float(sum(p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()))])
+    total = torch.tensor([float(sum(p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()))],
+                         device=accelerator.device)
     sums = accelerator.gather(total).tolist()
     if max(sums) != min(sums): raise RuntimeError(f"data-parallel ranks diverged after an update: weight sums {sums}")
     return sums

@@ -194,8 +194,10 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 def optimizer_steps(run, rows: int) -> int:
-    "The optimizer steps of a run (SFT, DPO: its `epochs`, `batch_size`, `gradient_accumulation`) over `rows` examples."
-    return math.ceil(run.epochs * math.ceil(rows / run.batch_size) / run.gradient_accumulation)
+    "The optimizer steps of a run (SFT, DPO: its `epochs`, per-device `batch_size`, `gradient_accumulation`) over `rows` examples, on every process."
+    from accelerate import PartialState
+    per_step = run.batch_size * PartialState().num_processes
+    return math.ceil(run.epochs * math.ceil(rows / per_step) / run.gradient_accumulation)
 
 # %% ../nbs/07_sft.ipynb #4850dc81
 def _base_identity(run: SFTRun) -> str:

@@ -39,7 +39,7 @@ __all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'METRICS', 'INIT_SHARE', 'PAP
            'base_checkpoint', 'evaluation', 'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms',
            'study_arms', 'change_from_init', 'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv',
            'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars',
-           'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'reproduce']
+           'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'ExperimentsFailed', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -356,6 +356,9 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
     return out
 
 # %% ../nbs/10_study.ipynb #aa136e23
+class ExperimentsFailed(RuntimeError):
+    "Some experiment notebooks of a `reproduce` failed; the others finished and their results are kept."
+
 def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir=None, root='runs',
               folder=None, log=print, jobs: int = 1) -> list[Path]:
     """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`.
@@ -390,6 +393,6 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
     log(f"reproduced {len(outputs)} of {len(names)} experiments in {time.time() - started:.0f} s"
         + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ''))
     if failed:
-        raise RuntimeError(f"experiments {sorted(failed)} failed (executed copies in {runs_root(study, root) / 'notebooks'}); "
+        raise ExperimentsFailed(f"experiments {sorted(failed)} failed (executed copies in {runs_root(study, root) / 'notebooks'}); "
                            f"rerun reproduce to retry them: finished ones are skipped") from next(iter(failed.values()))
     return outputs

@@ -83,11 +83,18 @@ def test_accumulated_single_turn_minibatches_take_the_step_of_one_large_minibatc
         for t, lp, v in zip(turns, before.tolist(), values.tolist()): t.logprob, t.value = lp, v
         run = rl_run('smoke', 'gp-l', init='unused', minibatch=minibatch, accumulation=accumulation, ppo_epochs=2, learning_rate=1e-4)
         optimizer = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=run.learning_rate, eps=1e-7)
-        ppo_update(ActorCritic(model, head), optimizer, Accelerator(cpu=True), Rollout(turns, [0.0, 0.0], [], TokenCount()),
+        ppo_update(ActorCritic(model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=accumulation),
+                   Rollout(turns, [0.0, 0.0], [], TokenCount()),
                    run, tok.pad_token_id, np.random.default_rng(0))
         assert optimizer.state[next(iter(model.parameters()))]['step'].item() == 2   # one step an epoch either way
         weights[minibatch] = torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.testing.assert_close(weights[1], weights[2], atol=1e-6, rtol=1e-5)
+
+
+def test_an_update_refuses_an_accelerator_that_accumulates_otherwise(policy):
+    run = rl_run('smoke', 'gp-l', init='unused', minibatch=1, accumulation=2)
+    with pytest.raises(ValueError, match='accelerator accumulates 1 minibatches, the run 2'):
+        ppo_update(None, None, Accelerator(cpu=True), Rollout([], [], [], TokenCount()), run, 0, np.random.default_rng(0))
 
 
 def test_the_paper_preset_accumulates_and_plays_the_official_budget():
