@@ -18,6 +18,13 @@ def policy():
     return build_text_policy(build_tokenizer(task_texts(n=40), 400), 'smoke', seed=0)
 
 
+def _prompt_and_two_answers(tok):
+    "A GP-L-like prompt and two answers to it, a right and a wrong formula, as ids ending with end-of-sequence."
+    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Cards: 2 3 4 1'}], add_generation_prompt=True,
+                                     tokenize=True, return_dict=True)['input_ids']
+    return prompt, [tok(t)['input_ids'] + [tok.eos_token_id] for t in ('{"formula": "2*3*4*1=24"}', '{"formula": "2+3+4+1=24"}')]
+
+
 def reference_gae(rewards, values, dones, bootstrap, gamma, lam):
     "The textbook recursion over one environment's turns, written out separately from `gae`."
     n, adv = len(rewards), [0.0] * len(rewards)
@@ -70,9 +77,7 @@ def test_a_truncated_turn_of_the_official_budget_bootstraps_into_the_next_episod
 def test_accumulated_single_turn_minibatches_take_the_step_of_one_large_minibatch(policy):
     "minibatch 1 × accumulation 2 gives the same weights as minibatch 2, with one optimizer step per 2 turns."
     tok = policy.tokenizer
-    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Cards: 2 3 4 1'}], add_generation_prompt=True,
-                                     tokenize=True, return_dict=True)['input_ids']
-    answers = [tok(t)['input_ids'] + [tok.eos_token_id] for t in ('{"formula": "2*3*4*1=24"}', '{"formula": "2+3+4+1=24"}')]
+    prompt, answers = _prompt_and_two_answers(tok)
     weights = {}
     for minibatch, accumulation in ((2, 1), (1, 2)):
         torch.manual_seed(0)
@@ -149,9 +154,7 @@ def test_the_ratio_fallback_uses_the_clipped_surrogate_for_the_whole_minibatch()
 def test_one_update_moves_probability_to_the_rewarded_answer(policy):
     "Two answers to one prompt, +5 and −3: after one PPO update the rewarded one is likelier, the other less likely."
     tok = policy.tokenizer
-    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Cards: 2 3 4 1'}], add_generation_prompt=True,
-                                     tokenize=True, return_dict=True)['input_ids']
-    answers = [tok(text)['input_ids'] + [tok.eos_token_id] for text in ('{"formula": "2*3*4*1=24"}', '{"formula": "2+3+4+1=24"}')]
+    prompt, answers = _prompt_and_two_answers(tok)
     torch.manual_seed(0)
     head = ValueHead(hidden_size(policy.model))
     model = build_text_policy(tok, 'smoke', seed=0).model      # a copy: the module fixture stays untouched
