@@ -115,15 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))
         else:
-            from sftrl.study import reproduce
+            from sftrl.study import ExperimentsFailed, reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-            reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force, args.figures,
-                      jobs=args.jobs)
+            try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
+                           args.figures, jobs=args.jobs)
+            except ExperimentsFailed as e:   # the others finished, and everything computed is kept
+                print(f"sftrl reproduce: {e}", file=sys.stderr); return 1
     except ValueError as e: parser.error(str(e))
-    except Exception as e:   # experiments that failed: the others finished and everything computed is kept
-        study = sys.modules.get('sftrl.study')   # imported by `reproduce`, the one command that raises it
-        if study is None or not isinstance(e, study.ExperimentsFailed): raise
-        print(f"sftrl {args.command}: {e}", file=sys.stderr); return 1
     return 0
 
 # `python -m sftrl.cli` (what `accelerate launch -m sftrl.cli` runs on each rank); not a notebook kernel's __main__

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .base import building
 from .core import config_hash, installed_trackers
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
-from .sft import evaluation_openings
+from .sft import evaluation_openings, on_gpu
 from .generate import encode, generate, generator
 from .models import Policy, count_parameters, load_policy, save_policy
 from .tasks import get_task, make_env, start_episode, training_seeds
@@ -347,8 +347,6 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
 def _checkpoint_updates(run: RLRun) -> set[int]:
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
 
-def _cpu() -> bool: return not torch.cuda.is_available()
-
 def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int | None = None, report_to=None) -> Path:
     "Train (or find in the cache, or resume) the RL run; its folder. It reports to `report_to` (default: the installed trackers)."
     if not run.init: raise ValueError("run.init must name the checkpoint RL starts from (an SFT checkpoint, or a base)")
@@ -358,7 +356,7 @@ def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int 
         return _train(run, folder, progress, stop_after, installed_trackers() if report_to is None else report_to)
 
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
-    accelerator = Accelerator(cpu=_cpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
+    accelerator = Accelerator(cpu=not on_gpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
                               project_dir=str(folder))
     _check_engine(accelerator, run)
     state = folder / 'state' / 'trainer.pt'
