@@ -5,6 +5,7 @@
 # %% ../nbs/05_base_vision.ipynb #0cd1950f
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -15,22 +16,24 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFont
+from safetensors.torch import load_file, save_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_cache, base_corpus, building,
                         pretrain_base, training_args)
-from .cards import RANKS, SUIT_SETS, SUITS, Card, render_table
+from .cards import RANKS, SUIT_SETS, SUITS, Card, card_boxes, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash
 from .models import IMAGE_TOKEN, Policy, build_vision_policy, load_policy, policy_size, save_policy
 from .views import FONT_PATH, NEAR, SIGN_HEIGHT, SIGN_TEXT_HEIGHT, Camera, render_view
 
 # %% auto #0
-__all__ = ['TABLE_OPENING', 'VIEW_OPENING', 'DEFAULT_CAPTION_MIXTURE', 'VISION_BASE_PRESETS', 'card_words', 'table_caption',
-           'card_table_pair', 'read_cards', 'legible_signs', 'view_caption', 'view_pair', 'CaptionPairs',
-           'caption_collator', 'VisionBaseConfig', 'vision_from_text', 'ResumingTrainer', 'pretrain_vision_base',
-           'describe', 'probe_vision_base']
+__all__ = ['TABLE_OPENING', 'VIEW_OPENING', 'DEFAULT_CAPTION_MIXTURE', 'NO_CARD', 'VISION_BASE_PRESETS', 'card_words',
+           'table_caption', 'card_table_pair', 'read_cards', 'legible_signs', 'view_caption', 'view_pair',
+           'CaptionPairs', 'caption_collator', 'card_id', 'patch_cards', 'CardReader', 'tower_collator', 'TowerConfig',
+           'card_patch_accuracy', 'pretrain_tower', 'VisionBaseConfig', 'vision_from_text', 'ResumingTrainer',
+           'pretrain_vision_base', 'describe', 'probe_vision_base']
 
 # %% ../nbs/05_base_vision.ipynb #0a82143d
 TABLE_OPENING = "Cards on the table, left to right:"
@@ -167,10 +170,93 @@ def caption_collator(processor):
     return collate
 
 # %% ../nbs/05_base_vision.ipynb #19c4f0b9
+NO_CARD = len(RANKS) * len(SUITS)   # the label of a patch that shows the cloth, not a card
+_SUIT_ORDER = list(SUITS)
+
+def card_id(card: Card) -> int:
+    "A card's label, 0–51: `4 * rank index + suit index`."
+    return RANKS.index(card.rank) * len(SUITS) + _SUIT_ORDER.index(card.suit)
+
+def patch_cards(cards, resolution: int, grid: int) -> np.ndarray:
+    "The label of the card under the centre of each patch of a `grid`² grid over `render_table(cards, resolution)`, row by row."
+    labels, centres = np.full((grid, grid), NO_CARD), (np.arange(grid) + 0.5) / grid * resolution
+    for card, (x, y, w, h) in zip(cards, card_boxes(resolution, len(cards))):
+        labels[np.ix_((centres >= y) & (centres < y + h), (centres >= x) & (centres < x + w))] = card_id(card)
+    return labels.reshape(-1)
+
+class CardReader(torch.nn.Module):
+    "A vision tower with a linear read-out, at every patch, of the card that patch shows."
+    def __init__(self, tower: torch.nn.Module):
+        super().__init__()
+        self.tower, self.head = tower, torch.nn.Linear(tower.config.hidden_size, NO_CARD + 1)
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.head(self.tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1])
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return {'loss': loss, 'logits': logits}
+
+def tower_collator(image_processor, grid: int):
+    "Collate card-table `CaptionPairs` items into pixel values and every patch's card label."
+    def collate(items: list[dict]) -> dict:
+        pixels = image_processor([it['image'] for it in items], return_tensors='pt')['pixel_values']
+        labels = [patch_cards(read_cards(it['text']), it['image'].width, grid) for it in items]
+        return {'pixel_values': pixels, 'labels': torch.tensor(np.array(labels))}
+    return collate
+
+# %% ../nbs/05_base_vision.ipynb #19750eb4
+@dataclass(frozen=True)
+class TowerConfig:
+    "The vision tower's own pretraining, before it meets the language model: every patch of a card table names its card."
+    pairs: int = 2000
+    batch_size: int = 16
+    max_steps: int = 30             # 0: no tower stage (the tower meets the captions blank)
+    learning_rate: float = 1e-3
+    warmup_steps: int = 5
+    save_steps: int = 30
+    seed: int = 1                   # not the caption pairs' seed: other pictures
+
+def card_patch_accuracy(reader: CardReader, image_processor, n: int = 200, seed: int = 54321) -> float:
+    "The read-out's accuracy on the patches that show a card, over `n` held-out four-card tables drawn at 1200 pixels."
+    rng, grid = np.random.default_rng(seed), reader.tower.config.image_size // reader.tower.config.patch_size
+    hands = [[Card(RANKS[int(rng.integers(len(RANKS)))], _SUIT_ORDER[int(rng.integers(len(SUITS)))]) for _ in range(4)]
+             for _ in range(n)]
+    pixels = image_processor([render_table(h, 1200) for h in hands], return_tensors='pt')['pixel_values']
+    with torch.no_grad(): guesses = reader(pixels)['logits'].argmax(-1)
+    truth = torch.tensor(np.array([patch_cards(h, 1200, grid) for h in hands]))
+    on_card = truth != NO_CARD
+    return (guesses[on_card] == truth[on_card]).float().mean().item()
+
+def pretrain_tower(policy: Policy, config: TowerConfig, folder, progress: bool = True, stop_after: int | None = None) -> dict:
+    "Train `policy`'s vision tower to read card tables (kept in `folder`, resumable); returns its held-out accuracy."
+    folder, tower = Path(folder), policy.model.model.vision_tower
+    weights, report = folder / 'tower.safetensors', folder / 'tower.json'
+    if report.exists():
+        tower.load_state_dict(load_file(weights))
+        return json.loads(report.read_text())
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)              # the read-out starts the same on every run of this config
+        reader = CardReader(tower)
+    data = CaptionPairs(config.pairs, tower.config.image_size, config.seed, {'cards': 1.0})
+    grid = tower.config.image_size // tower.config.patch_size
+    trainer = Trainer(model=reader, args=training_args(config, folder, progress, remove_unused_columns=False),
+                      train_dataset=data, data_collator=tower_collator(policy.processor.image_processor, grid))
+    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
+    if not progress: trainer.remove_callback(PrinterCallback)
+    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
+    trainer.train(resume_from_checkpoint=last)
+    if trainer.state.global_step < config.max_steps: return {'steps': trainer.state.global_step}   # stopped on purpose (tests)
+    reader.eval()
+    result = {'steps': trainer.state.global_step, 'card_patch_accuracy': card_patch_accuracy(reader, policy.processor.image_processor)}
+    save_file(tower.state_dict(), weights)
+    report.write_text(json.dumps(result))
+    return result
+
+# %% ../nbs/05_base_vision.ipynb #6d87cab3
 @dataclass(frozen=True)
 class VisionBaseConfig:
     "What decides a vision base: the text base it starts from, the caption pairs and the schedule."
     text: BaseConfig = field(default_factory=BaseConfig)
+    tower: TowerConfig = field(default_factory=TowerConfig)
     pairs: int = 2000
     mixture: tuple = tuple(sorted(DEFAULT_CAPTION_MIXTURE.items()))
     styles: tuple = tuple(STYLES)
@@ -183,7 +269,8 @@ class VisionBaseConfig:
 
 VISION_BASE_PRESETS = {
     'smoke': VisionBaseConfig(),
-    'tiny': VisionBaseConfig(text=BASE_PRESETS['tiny'], pairs=12000, batch_size=16, max_steps=700,
+    'tiny': VisionBaseConfig(text=BASE_PRESETS['tiny'], tower=TowerConfig(pairs=40000, max_steps=2500, warmup_steps=50, save_steps=250),
+                             pairs=12000, batch_size=16, max_steps=700,
                              learning_rate=5e-4, warmup_steps=30, save_steps=100),
 }
 
@@ -214,6 +301,9 @@ def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_di
 
 def _train_vision_base(config: VisionBaseConfig, text_base: Policy, folder: Path, progress: bool, stop_after: int | None) -> Policy:
     policy = vision_from_text(text_base, config.text.size, config.seed)
+    if config.tower.max_steps:
+        pretrain_tower(policy, config.tower, folder / 'tower', progress)
+        policy.model.model.vision_tower.requires_grad_(False)     # as LLaVA keeps its pretrained encoder
     documents = base_corpus(config.text.documents, config.text.seed, dict(config.text.mixture))
     data = CaptionPairs(config.pairs, policy_size(config.text.size).image_size, config.seed, dict(config.mixture),
                         config.styles, documents)

@@ -8,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 from transformers import TrainingArguments
 
 from sftrl.base import BaseConfig, base_corpus, task_markers
-from sftrl.base_vision import (CaptionPairs, ResumingTrainer, VisionBaseConfig, caption_collator, card_table_pair,
-                               legible_signs, read_cards, table_caption, view_caption, view_pair)
+from sftrl.base_vision import (NO_CARD, CaptionPairs, CardReader, ResumingTrainer, TowerConfig, VisionBaseConfig,
+                               caption_collator, card_id, card_table_pair, legible_signs, patch_cards, pretrain_tower,
+                               read_cards, table_caption, tower_collator, view_caption, view_pair)
 from sftrl.cards import DECK, Card, render_table
 from sftrl.city import STYLES, make_city
 from sftrl.core import config_hash
@@ -122,3 +123,32 @@ def test_a_vision_base_is_named_by_its_whole_config():
     assert config_hash(a) != config_hash(VisionBaseConfig(styles=('home',)))
     with pytest.raises(ValueError, match='unknown caption kinds'):
         CaptionPairs(3, 64, mixture={'poems': 1.0})
+
+
+def test_every_patch_of_the_tower_lesson_names_the_card_under_it(policy):
+    items = [CaptionPairs(40, 64, seed=0, mixture={'cards': 1.0})[i] for i in range(12)]
+    batch = tower_collator(policy.processor.image_processor, 4)(items)
+    assert batch['pixel_values'].shape[0] == len(items) and batch['labels'].shape == (len(items), 16)
+    for item, labels in zip(items, batch['labels'].tolist()):
+        cards = read_cards(item['text'])
+        assert set(labels) - {NO_CARD} <= {card_id(c) for c in cards}
+    cards = [Card('7', 'H'), Card('2', 'C'), Card('Q', 'S'), Card('10', 'D')]
+    grid = patch_cards(cards, 1200, 14).reshape(14, 14)
+    assert [grid[7, c] for c in (1, 4, 8, 11)] == [card_id(c) for c in cards]    # left to right across the middle row
+    assert (grid[0] == NO_CARD).all() and (grid[13] == NO_CARD).all()             # cloth above and below the cards
+    assert len({card_id(card) for card in DECK}) == 52 and NO_CARD == 52
+    out = CardReader(policy.model.model.vision_tower)(**batch)
+    assert out['logits'].shape == (len(items), 16, NO_CARD + 1) and out['loss'].item() > 0
+
+
+def test_an_interrupted_tower_stage_resumes_to_the_same_tower(policy, tmp_path):
+    config = TowerConfig(pairs=64, batch_size=4, max_steps=6, save_steps=3)
+    build = lambda: build_vision_policy(policy.tokenizer, 'smoke', seed=0)
+    assert pretrain_tower(build(), config, tmp_path / 'a', progress=False, stop_after=3) == {'steps': 3}
+    resumed, straight = build(), build()
+    report = pretrain_tower(resumed, config, tmp_path / 'a', progress=False)
+    assert report == pretrain_tower(straight, config, tmp_path / 'b', progress=False)
+    assert report['steps'] == 6 and 0 <= report['card_patch_accuracy'] <= 1
+    for p, q in zip(resumed.model.model.vision_tower.parameters(), straight.model.model.vision_tower.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert config_hash(VisionBaseConfig()) != config_hash(VisionBaseConfig(tower=TowerConfig(max_steps=0)))
