@@ -1,5 +1,5 @@
 """The vision foundation on this machine: how fast caption pairs are drawn (per kind), how long the
-smoke vision base takes to build (text base included), and what it reads. Prints figures; asserts nothing.
+smoke vision base takes to build (text base included, tower stage and caption stage), and what it reads. Prints figures; asserts nothing.
 
     python benchmarks/bench_base_vision.py [--preset smoke|tiny] [--threads N] [--cache DIR]
 """
@@ -44,7 +44,8 @@ def main():
     vision = pretrain_vision_base(config, cache_dir=args.cache, progress=False)
     vision_s = time.perf_counter() - start
     print(f"{args.preset} text base: {text_s:.0f} s; vision base on it: {vision_s:.0f} s "
-          f"({config.max_steps} steps of {config.batch_size}; 0 s means both were in the cache)")
+          f"(the tower's own {config.tower.max_steps} steps, then {config.max_steps} caption steps of {config.batch_size}; "
+          f"0 s means both were in the cache)")
     print(probe_vision_base(vision, n=50).round(3).to_string(index=False))
 
 
