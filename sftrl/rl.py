@@ -209,13 +209,16 @@ def _k3(log_ratio: torch.Tensor) -> float:
     return float((torch.exp(log_ratio) - 1 - log_ratio).mean())
 
 def ppo_loss(logprob, old_logprob, advantages, value, old_value, returns, clip: float = 0.1,
-             value_coef: float = 0.5, ratio_fallback: float = 10.0) -> tuple[torch.Tensor, dict]:
-    "The clipped PPO objective of a minibatch (to minimise) and its parts."
+             value_coef: float = 0.5, ratio_fallback: float = 10.0, value_clip: float | None = 0.1) -> tuple[torch.Tensor, dict]:
+    "The clipped PPO objective of a minibatch (to minimise) and its parts; `value_clip=None` leaves the value loss unclipped."
     ratio = torch.exp(logprob - old_logprob)
     clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * advantages
     policy_loss = -clipped.mean() if bool((ratio > ratio_fallback).any()) else -torch.min(ratio * advantages, clipped).mean()
-    value_clipped = old_value + torch.clamp(value - old_value, -clip, clip)
-    value_loss = 0.5 * torch.max((value - returns) ** 2, (value_clipped - returns) ** 2).mean()
+    value_loss = 0.5 * (value - returns) ** 2
+    if value_clip is not None:
+        value_clipped = old_value + torch.clamp(value - old_value, -value_clip, value_clip)
+        value_loss = torch.max(value_loss, 0.5 * (value_clipped - returns) ** 2)
+    value_loss = value_loss.mean()
     stats = {'policy_loss': policy_loss.item(), 'value_loss': value_loss.item(),
              'clip_fraction': ((ratio - 1).abs() > clip).float().mean().item(),
              'approx_kl': _k3(logprob - old_logprob)}
@@ -240,6 +243,8 @@ class RLRun:
     lam: float = 0.95
     clip: float = 0.1
     value_coef: float = 0.5
+    value_clip: float | None = 0.1  # the value loss's clip around the rollout's values (official: 0.1); None: unclipped
+    value_learning_rate: float | None = None   # the value head's own learning rate; None: the policy's (official)
     max_grad_norm: float = 1.0
     ratio_fallback: float = 10.0
     kl_coef: float = 0.0
@@ -302,7 +307,7 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
                 logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
                 loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
                                        value, tensor([t.value for t in rollout.turns], idx), tensor(returns, idx),
-                                       run.clip, run.value_coef, run.ratio_fallback)
+                                       run.clip, run.value_coef, run.ratio_fallback, run.value_clip)
                 if run.kl_coef and reference is not None:
                     with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
                     log_ratio = ref_logprob - logprob
@@ -366,8 +371,9 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     torch.manual_seed(run.seed)
     value_head = ValueHead(hidden_size(policy.model))
     reference = load_policy(run.init, device=accelerator.device).model.eval() if run.kl_coef else None
-    params = [p for p in policy.model.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.Adam(params, lr=run.learning_rate, eps=1e-7, weight_decay=0.0)
+    groups = [{'params': [p for p in policy.model.parameters() if p.requires_grad]},
+              {'params': list(value_head.parameters()), 'lr': run.learning_rate if run.value_learning_rate is None else run.value_learning_rate}]
+    optimizer = torch.optim.Adam(groups, lr=run.learning_rate, eps=1e-7, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.cosine_updates or run.updates, eta_min=run.lr_min)
     rng, totals, start = np.random.default_rng(run.seed), {'trained': TokenCount(), 'rollouts': TokenCount(), 'd_rl': 0}, 0
     if resumed:

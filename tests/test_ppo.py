@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 from hypothesis import given, settings, strategies as st
 
-from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
+from sftrl.models import build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from sftrl.rl import ActorCritic, Rollout, Turn, ValueHead, gae, hidden_size, ppo_loss, ppo_update, rl_checkpoints, rl_log, rl_run, score, train_rl
 from sftrl.evaluate import TokenCount
 
@@ -121,7 +121,7 @@ def test_ppo_loss_equals_the_textbook_clipped_objective():
     old = torch.randn(64, generator=g, dtype=torch.float64)
     new = old + 0.3 * torch.randn(64, generator=g, dtype=torch.float64)       # ratios within e^±1: no fallback
     adv, value, old_value, ret = (torch.randn(64, generator=g, dtype=torch.float64) for _ in range(4))
-    loss, parts = ppo_loss(new, old, adv, value, old_value, ret, clip=0.2, value_coef=0.7)
+    loss, parts = ppo_loss(new, old, adv, value, old_value, ret, clip=0.2, value_coef=0.7, value_clip=0.2)
     ratio = torch.exp(new - old)
     policy = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
     v_clip = old_value + (value - old_value).clamp(-0.2, 0.2)
@@ -192,6 +192,21 @@ def test_a_run_logs_what_the_issue_asks_and_keeps_checkpoints_along_compute(tmp_
     assert json.loads((folder / 'run.json').read_text())['kl_coef'] == 0.1
     assert train_rl(run, root=tmp_path / 'runs', progress=False) == folder      # cached: nothing trains again
     assert len(rl_log(folder)) == 3
+
+
+def test_the_value_head_learns_at_its_own_rate(tmp_path, policy):
+    "With the policy's learning rate at zero and the value head's at 1e-2, one update changes the head and no policy weight."
+    init = save_policy(policy, tmp_path / 'init')
+    run = rl_run('smoke', 'gp-l', init=str(init), updates=1, steps=4, n_envs=2, minibatch=2, ppo_epochs=1, max_new_tokens=8,
+                 learning_rate=0.0, lr_min=0.0, cosine_updates=100, value_learning_rate=1e-2, value_clip=None, viter=2)
+    folder = train_rl(run, root=tmp_path / 'runs', progress=False)
+    torch.manual_seed(run.seed)
+    fresh = ValueHead(hidden_size(policy.model)).state_dict()         # the head as `train_rl` seeds it
+    trained = torch.load(folder / 'state' / 'trainer.pt', weights_only=False)
+    assert trained['optimizer']['param_groups'][1]['lr'] > 0
+    assert any(not torch.equal(fresh[k], v) for k, v in trained['value_head'].items())
+    after = load_policy(folder / 'state' / 'policy').model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in policy.model.state_dict().items())
 
 
 @pytest.mark.slow
