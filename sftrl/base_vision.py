@@ -49,10 +49,14 @@ def table_caption(cards) -> str:
     "The caption of a table of cards: every card named, left to right."
     return f"{TABLE_OPENING} {_listed([card_words(c) for c in cards])}."
 
+def _random_cards(rng: np.random.Generator, n: int, suits) -> list[Card]:
+    "`n` cards drawn with replacement, each a rank then one of `suits`."
+    return [Card(RANKS[int(rng.integers(len(RANKS)))], suits[int(rng.integers(len(suits)))]) for _ in range(n)]
+
 def card_table_pair(rng: np.random.Generator, size: int, suits=tuple(SUITS)) -> tuple[Image.Image, str]:
     "A table of 1–4 random cards of `suits` (four most often), rendered `size`² pixels, and its caption."
     n = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.1, 0.1, 0.7]))
-    cards = [Card(RANKS[int(rng.integers(len(RANKS)))], suits[int(rng.integers(len(suits)))]) for _ in range(n)]
+    cards = _random_cards(rng, n, suits)
     return render_table(cards, size), table_caption(cards)
 
 # %% ../nbs/05_base_vision.ipynb #cb69f629
@@ -218,8 +222,7 @@ class TowerConfig:
 def card_patch_accuracy(reader: CardReader, image_processor, n: int = 200, seed: int = 54321) -> float:
     "The read-out's accuracy on the patches that show a card, over `n` held-out four-card tables drawn at 1200 pixels."
     rng, grid = np.random.default_rng(seed), reader.tower.config.image_size // reader.tower.config.patch_size
-    hands = [[Card(RANKS[int(rng.integers(len(RANKS)))], _SUIT_ORDER[int(rng.integers(len(SUITS)))]) for _ in range(4)]
-             for _ in range(n)]
+    hands = [_random_cards(rng, 4, _SUIT_ORDER) for _ in range(n)]
     pixels = image_processor([render_table(h, 1200) for h in hands], return_tensors='pt')['pixel_values']
     with torch.no_grad(): guesses = reader(pixels)['logits'].argmax(-1)
     truth = torch.tensor(np.array([patch_cards(h, 1200, grid) for h in hands]))
@@ -342,7 +345,7 @@ def probe_vision_base(policy: Policy, n: int = 50, seed: int = 54321, views: boo
     rng, size, rows = np.random.default_rng(seed), policy.processor.image_processor.size['height'], []
     for colour in ('red', 'black'):
         suits = SUIT_SETS[colour]
-        hands = [[Card(RANKS[int(rng.integers(13))], suits[int(rng.integers(2))]) for _ in range(4)] for _ in range(n)]
+        hands = [_random_cards(rng, 4, suits) for _ in range(n)]
         got = describe(policy, [render_table(h, resolution) for h in hands], TABLE_OPENING)
         scores = np.array([_card_scores(read_cards(g), h) for g, h in zip(got, hands)], float)
         rows.append(dict(probe=f'cards, {colour}', n=n, all_cards=scores[:, 0].mean(), ranks_as_verifier=scores[:, 1].mean(),
