@@ -24,7 +24,7 @@ from .generate import generate
 from .models import count_parameters, load_policy
 from .rl import init_tokens
 from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end
-from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds
+from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['DPO_PRESETS', 'Prompt', 'judge', 'training_prompts', 'sample_answers', 'preference_pairs', 'pairs_record', 'replay',
@@ -164,6 +164,7 @@ class DPORun:
     resolution: int | None = None   # image size the environment renders (vision tasks); None: the paper's
     gradient_checkpointing: bool = False
     seed: int = 0
+    verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
 
 DPO_PRESETS = {
     'smoke': DPORun(),
@@ -175,7 +176,7 @@ DPO_PRESETS = {
 def dpo_run(preset: str, task, init: str = '', **overrides) -> DPORun:
     "The `DPORun` of `task` under `preset` from checkpoint `init`, with `overrides`; off `paper`, images at the policy's size."
     if preset not in DPO_PRESETS: raise ValueError(f"preset must be one of {list(DPO_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {}
+    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
     if task.vision and preset != 'paper': settings['resolution'] = 64 if preset == 'smoke' else 224
     return replace(DPO_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
 
@@ -235,7 +236,7 @@ def run_pairs(run: DPORun, policy, folder: Path) -> Dataset:
     "The run's preference pairs: sampled from `policy` (the run's Init) and saved in `folder/pairs`, or read from there."
     if (saved := saved_pairs(folder)) is not None: return saved
     task = get_task(run.task)
-    env_kwargs = {'resolution': run.resolution} if task.vision and run.resolution else {}
+    env_kwargs = env_settings(task, run.resolution, run.verifier)
     data = preference_pairs(policy, task, run.pairs, run.seed, run.samples, run.temperature, run.max_new_tokens,
                             run.revision, **env_kwargs)
     data.save_to_disk(str(folder / 'pairs'))

@@ -28,7 +28,7 @@ from .evaluate import TokenCount
 from .generate import RowSeededSampling, chat_messages, encode
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .rl import PAPER_RL, init_tokens, rl_compute, training_episodes
-from .tasks import get_task, make_env, oracle_answer, start_episode
+from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode
 
 # %% auto #0
 __all__ = ['GRPO_PRESETS', 'prompt_key', 'grpo_prompts', 'feedback_ids', 'generate_ids', 'RevisionEpisode', 'play_revisions',
@@ -254,6 +254,7 @@ class GRPORun:
     gradient_checkpointing: bool = False
     resolution: int | None = None
     seed: int = 0
+    verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
 
 GRPO_PRESETS = {
     'smoke': GRPORun(),
@@ -271,7 +272,7 @@ def _check(run: GRPORun) -> GRPORun:
 def grpo_run(preset: str, task, init: str = '', **overrides) -> GRPORun:
     "The `GRPORun` of `task` under `preset`, starting from `init`, with `overrides`."
     if preset not in GRPO_PRESETS: raise ValueError(f"preset must be one of {list(GRPO_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {}
+    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
     if preset == 'paper': settings['learning_rate'], _, settings['updates'] = PAPER_RL[task.name]
     elif task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
     return _check(replace(GRPO_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides}))
@@ -376,7 +377,7 @@ def grpo_trainer(run: GRPORun, folder: Path, progress: bool = False, totals: dic
                  generator=generate_ids) -> GRPOTrainer:
     "TRL's `GRPOTrainer` for `run`: its prompts, the sequential-revision `rollout_func`, `verifier_reward`, a `RunRecorder` writing into `folder`."
     task, policy, processes = get_task(run.task), load_policy(run.init), PartialState().num_processes
-    env_kwargs = {'resolution': run.resolution} if task.vision and run.resolution else {}
+    env_kwargs = env_settings(task, run.resolution, run.verifier)
     prompts = grpo_prompts(task, run.updates * run.prompts, run.seed, **env_kwargs)
     steps = steps_per_update(run, processes)
     player = SequentialRevision(policy, task, prompts, run.temperature, run.max_new_tokens, run.viter, run.seed, steps,

@@ -27,7 +27,7 @@ from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
 from .generate import encode, generate, generator
 from .models import Policy, count_parameters, load_policy, save_policy
-from .tasks import get_task, make_env, start_episode, training_seeds
+from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'score',
@@ -257,6 +257,7 @@ class RLRun:
     checkpoints: int = 2
     resolution: int | None = None
     seed: int = 0
+    verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
     official_budget: bool = False   # play the unverified −1 call after the last try, and bootstrap across it (official)
     backend: str = 'transformers'   # rollout generation: transformers `generate`, or 'vllm' on GPUs (sftrl.generate)
 
@@ -271,7 +272,7 @@ RL_PRESETS = {
 def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
     "The `RLRun` of `task` under `preset`, starting from `init`, with `overrides`."
     if preset not in RL_PRESETS: raise ValueError(f"preset must be one of {list(RL_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {}
+    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
     if preset == 'paper':
         settings['learning_rate'], settings['cosine_updates'], settings['updates'] = PAPER_RL[task.name]
     else:
@@ -384,7 +385,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
-    env_kwargs = {'resolution': run.resolution} if get_task(run.task).vision and run.resolution else {}
+    env_kwargs = env_settings(run.task, run.resolution, run.verifier)
     generate_with = generator(policy, run.backend)
     for update in tqdm(range(start, run.updates), initial=start, total=run.updates, disable=not progress, desc=f'RL {run.task}'):
         if stop_after is not None and update >= stop_after: return folder

@@ -19,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash, installed_trackers
-from .tasks import get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
+from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
 from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
 from .models import Policy, count_parameters, load_policy
 from .base import BASE_PRESETS, StopAfter, building, pretrain_base
@@ -102,6 +102,7 @@ class SFTRun:
     resolution: int | None = None   # image size the environment renders (vision tasks); None: the paper's
     mistake_rate: float = 0.0    # 0: optimal single-turn demonstrations; > 0: sub-optimal revision transcripts (Fig. 15)
     seed: int = 0
+    verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
 
 # The official learning rates and epochs (PAPER.md §3), by task.
 PAPER_SFT = {'gp-l': (1e-6, 1), 'gp-vl': (5e-7, 1), 'virl-l': (1e-6, 1), 'virl-vl': (5e-7, 5)}
@@ -116,7 +117,7 @@ def sft_run(preset: str, task, **overrides) -> SFTRun:
     "The `SFTRun` of `task` under `preset`, with `overrides`; vision tasks render at the policy's image size off `paper`."
     if preset not in SFT_PRESETS: raise ValueError(f"preset must be one of {list(SFT_PRESETS)}, got {preset!r}")
     task, run = get_task(task), SFT_PRESETS[preset]
-    settings = {'task': task.name}
+    settings = {'task': task.name, 'verifier': PRESET_VERIFIERS[preset]}
     if preset == 'paper':
         settings['learning_rate'], settings['epochs'] = PAPER_SFT[task.name]
     else:
@@ -222,7 +223,7 @@ def train_sft(run: SFTRun, root='runs/sft', progress: bool = True, stop_after: i
 def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, report_to: list[str]) -> Path:
     task, policy = get_task(run.task), base_policy(run)
     set_trainable(policy.model, run.trainable)
-    env_kwargs = {'resolution': run.resolution} if task.vision and run.resolution else {}
+    env_kwargs = env_settings(task, run.resolution, run.verifier)
     data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))

@@ -30,7 +30,7 @@ from .generate import model_policy
 from .models import load_policy
 from .rl import rl_checkpoints, rl_run, train_rl
 from .sft import base_policy, checkpoint_table, on_gpu, sft_run, train_sft
-from .tasks import get_task
+from .tasks import PRESET_VERIFIERS, env_settings, get_task
 
 # %% auto #0
 __all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD',
@@ -49,6 +49,11 @@ class StudyPreset:
     eval_episodes: int     # per point and split (the paper preset: by task, `eval_episodes`)
     seeds: int             # training seeds per arm
     max_new_tokens: int    # answer length at evaluation
+
+    @property
+    def verifier(self) -> str:
+        "The verifier's mode this preset trains and evaluates with (`sftrl.tasks.PRESET_VERIFIERS`)."
+        return PRESET_VERIFIERS[self.name]
 
 STUDY_PRESETS = {'smoke': StudyPreset('smoke', 6, 1, 24),
                  'tiny': StudyPreset('tiny', 200, 2, 256),
@@ -114,7 +119,7 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
     study, task = study_preset(preset), get_task(task)
     compute = _compute(checkpoint)
     resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
-    env_kwargs = {'resolution': resolution} if task.vision and resolution else {}
+    env_kwargs = env_settings(task, resolution, study.verifier)
     key = {'checkpoint': str(Path(checkpoint).resolve()), 'compute': compute, 'task': task.name, 'split': split,
            'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter, 'temperature': temperature,
            'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
@@ -215,8 +220,9 @@ def _git_commit() -> str:
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
 def provenance(preset, seeds, started: float) -> dict:
-    "Where a figure's numbers come from: preset, seeds, package version, commit, wall time since `started`, machine."
-    return {'preset': study_preset(preset).name, 'seeds': ' '.join(map(str, seeds)), 'sftrl': sftrl.__version__,
+    "Where a figure's numbers come from: preset, verifier mode, seeds, package version, commit, wall time since `started`, machine."
+    study = study_preset(preset)
+    return {'preset': study.name, 'verifier': study.verifier, 'seeds': ' '.join(map(str, seeds)), 'sftrl': sftrl.__version__,
             'commit': _git_commit(), 'wall_seconds': round(time.time() - started, 1),
             'machine': f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, python {platform.python_version()}"}
 
@@ -240,7 +246,7 @@ def check_figure_csv(path, columns) -> pd.DataFrame:
     data, meta = read_figure_csv(path)
     missing = set(columns) - set(data.columns)
     if missing: raise AssertionError(f"{path}: missing columns {sorted(missing)}")
-    if not {'preset', 'commit', 'wall_seconds'} <= set(meta): raise AssertionError(f"{path}: no provenance header")
+    if not {'preset', 'verifier', 'commit', 'wall_seconds'} <= set(meta): raise AssertionError(f"{path}: no provenance header")
     numbers = data.select_dtypes('number')
     if data.empty or numbers.empty or not np.isfinite(numbers.to_numpy(float)).any() or not numbers.abs().to_numpy().any():
         raise AssertionError(f"{path}: no real numbers plotted")

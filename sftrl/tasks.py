@@ -15,8 +15,9 @@ from .nav import NavigationEnv, RailPoint
 from .nav import oracle_answer as _route_oracle
 
 # %% auto #0
-__all__ = ['TRAIN_SPLIT', 'EVAL_SPLITS', 'TASKS', 'TRAINING_SEED_OFFSET', 'Task', 'get_task', 'make_env', 'evaluation_seeds',
-           'training_seeds', 'start_episode', 'points_answer', 'expert_formula', 'oracle_answer']
+__all__ = ['TRAIN_SPLIT', 'EVAL_SPLITS', 'TASKS', 'VERIFIER_MODES', 'PRESET_VERIFIERS', 'TRAINING_SEED_OFFSET', 'Task',
+           'get_task', 'make_env', 'verifier_mode', 'env_settings', 'evaluation_seeds', 'training_seeds',
+           'start_episode', 'points_answer', 'expert_formula', 'oracle_answer']
 
 # %% ../nbs/03_tasks.ipynb #1c0e55f9
 TRAIN_SPLIT = 'train'
@@ -53,16 +54,34 @@ def _check_split(task: Task, split: str):
     if split != TRAIN_SPLIT and split not in task.splits:
         raise ValueError(f"{task.title} has no split {split!r}; choose one of {[TRAIN_SPLIT, *task.splits]}")
 
-def make_env(task, split: str, *, seed: int = 0, viter: int | None = None, **kwargs):
-    "The environment of `task` for `split` ('train', 'id', 'ood_rule', 'ood_visual'), with the task's budget by default."
+def make_env(task, split: str, *, seed: int = 0, viter: int | None = None, verifier: str | None = None, **kwargs):
+    "The environment of `task` for `split` ('train', 'id', 'ood_rule', 'ood_visual'), with the task's budget by default; `verifier` names its mode."
     task = get_task(task)
     _check_split(task, split)
     viter = task.viter if viter is None else viter
+    if verifier is not None:
+        if 'mode' in kwargs: raise ValueError(f"give the verifier mode once: verifier={verifier!r} or mode={kwargs['mode']!r}")
+        kwargs['mode'] = verifier_mode(task, verifier)
     if task.env == 'points':
         env = GeneralPointsEnv.for_split('id' if split == TRAIN_SPLIT else split, vision=task.vision, viter=viter, **kwargs)
         env.split = split
         return env
     return NavigationEnv.for_split(split, vision=task.vision, seed=seed, viter=viter, **kwargs)
+
+# %% ../nbs/03_tasks.ipynb #60f7a7e5
+VERIFIER_MODES = ('exact', 'official')
+PRESET_VERIFIERS = {'smoke': 'exact', 'tiny': 'exact', 'paper': 'official'}   # the paper preset judges as the official code
+
+def verifier_mode(task, verifier: str) -> str:
+    "The `mode` of `task`'s environment for a verifier named `verifier` ('exact' or 'official')."
+    if verifier not in VERIFIER_MODES: raise ValueError(f"verifier must be one of {VERIFIER_MODES}, got {verifier!r}")
+    return 'fixed' if verifier == 'exact' and get_task(task).env == 'nav' else verifier
+
+def env_settings(task, resolution: int | None = None, verifier: str = 'exact') -> dict:
+    "The environment keywords of a run or an evaluation: its verifier, and its image size on vision tasks."
+    verifier_mode(task, verifier)
+    return {'verifier': verifier, **({'resolution': resolution} if get_task(task).vision and resolution else {})}
+
 
 # %% ../nbs/03_tasks.ipynb #eff9ca36
 TRAINING_SEED_OFFSET = 2 ** 32

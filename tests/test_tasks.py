@@ -109,3 +109,20 @@ def test_expert_formula_is_float_exact_whenever_possible():
         assert evaluate(formula) == 24
         if evaluate(formula, 'official') != 24: inexact.append(hand)
     assert inexact == [(3, 3, 8, 8)]
+
+
+@pytest.mark.parametrize('preset', ['smoke', 'tiny', 'paper'])
+def test_every_trainer_and_the_study_use_the_preset_verifier(preset):
+    "Issue 18 §4: the paper preset trains and evaluates as the official code judges; the CPU presets keep the exact verifier."
+    from sftrl.dpo import dpo_run
+    from sftrl.grpo import grpo_run
+    from sftrl.rl import rl_run
+    from sftrl.sft import sft_run
+    from sftrl.study import provenance, study_preset
+    from sftrl.tasks import PRESET_VERIFIERS, env_settings
+    stated = {'smoke': 'exact', 'tiny': 'exact', 'paper': 'official'}[preset]
+    assert PRESET_VERIFIERS[preset] == study_preset(preset).verifier == provenance(preset, [0], 0.0)['verifier'] == stated
+    for task in TASKS.values():
+        for run in (sft_run(preset, task), rl_run(preset, task), dpo_run(preset, task), grpo_run(preset, task)):
+            env = make_env(task, 'train', **env_settings(task, 64, run.verifier))
+            assert env.mode == (stated if task.env == 'points' or stated == 'official' else 'fixed'), (preset, task.name, run)
