@@ -18,15 +18,18 @@ import pandas as pd
 from tqdm import tqdm
 
 from .core import STEP_LIMIT
-from .nav import REWARD_FN_VIRL
+from .nav import ABSOLUTE_DIRECTIONS, ACTION_SPACES, RELATIVE_TURNS, REWARD_FN_VIRL
+from .nav import parse_answer as _route_answer
 from .points import AGGREGATED_ERROR, REWARDS
+from .points import parse_answer as _points_answer
 from .tasks import (Task, evaluation_seeds, get_task, make_env, oracle_answer, points_answer, start_episode,
                          training_seeds)
 
 # %% auto #0
 __all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'observation_digest', 'random_mistake_policy', 'read_log', 'evaluate',
-           'load_evaluation', 'binomial_se', 'categories', 'summarize', 'opening_key', 'openings', 'prompt_overlap',
-           'sft_flops', 'rl_flops', 'gflops', 'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda']
+           'load_evaluation', 'binomial_se', 'categories', 'action_space', 'follows_rule', 'rule_validity', 'summarize',
+           'paired_comparison', 'opening_key', 'openings', 'prompt_overlap', 'sft_flops', 'rl_flops', 'gflops',
+           'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -99,9 +102,10 @@ class _Episode:
 
 # %% ../nbs/09_evaluate.ipynb #791cfc91
 def _context(task: Task, info: dict) -> dict:
-    "What a step row records of the position it answered: the hand (GP), the route point and its correct action (V-IRL)."
+    "What a step row records of the position it answered: the hand (GP), the route point, its correct action and the prompt's action space (V-IRL)."
     if task.env == 'points': return {'cards': list(info['cards']), 'suits': list(info['suits'])}
-    return {'route_id': info['route_id'], 'position': info['step_cnt'], 'gt_action': info['gt_action']}
+    return {'route_id': info['route_id'], 'position': info['step_cnt'], 'gt_action': info['gt_action'],
+            'absolute': ACTION_SPACES[True] in info['messages'][0]['content']}   # the action space the prompt states
 
 def _step(episode: _Episode, task: Task, output: str | None):
     "Step the episode's env with `output` (None: the unverified step-limit call) and record the row."
@@ -254,9 +258,40 @@ def categories(task) -> tuple[str, ...]:
     "The verdict categories of a task's verifier (the official reward-table names)."
     return (*REWARDS, AGGREGATED_ERROR) if get_task(task).env == 'points' else tuple(REWARD_FN_VIRL)
 
+# %% ../nbs/09_evaluate.ipynb #12de3dc3
+def action_space(absolute: bool) -> frozenset[str]:
+    "V-IRL's action space as its prompt states it: absolute (compass) or relative turns, `forward()` and `stop()`."
+    turns = ABSOLUTE_DIRECTIONS if absolute else RELATIVE_TURNS
+    return frozenset({'forward()', 'stop()', *(f'turn_direction({x})' for x in turns)})
+
+def follows_rule(task, answer: str, numbers=None, absolute: bool = True) -> bool:
+    "Does `answer` follow the prompt's rule: GeneralPoints' `number` field equal to the hand's `numbers` (any order), V-IRL's action in the action space?"
+    if not isinstance(answer, str): return False
+    if get_task(task).env == 'nav': return (_route_answer(answer).action or '').strip() in action_space(absolute)
+    written = _points_answer(answer).numbers
+    if len(written) != len(numbers) or not all(n.isdigit() and len(n) <= 3 for n in written): return False
+    return sorted(map(int, written)) == sorted(map(int, numbers))
+
+def _first_answers(steps: pd.DataFrame, task: Task) -> pd.DataFrame:
+    "Each episode's first try (GeneralPoints), or the first try at each position (V-IRL)."
+    tries = steps[steps.category != STEP_LIMIT.category]
+    return tries.sort_values(['sample_id', 'veri_step']).groupby(['sample_id'] + (['position'] if task.env == 'nav' else [])).head(1)
+
+def rule_validity(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> tuple[int, int] | None:
+    "(first answers that follow the stated rule, first answers) of an evaluation; None when its rows lack what it needs."
+    task = get_task(task)
+    needed = {'points': ('output', 'veri_step'), 'nav': ('output', 'veri_step', 'position', 'absolute')}[task.env]
+    if steps.empty or not set(needed) <= set(steps.columns) or (task.env == 'points' and 'numbers' not in episodes): return None
+    first = _first_answers(steps, task)
+    if task.env == 'nav': hits = [follows_rule(task, o, absolute=a) for o, a in zip(first.output, first.absolute)]
+    else:
+        numbers = dict(zip(episodes.sample_id, episodes.numbers))
+        hits = [follows_rule(task, o, numbers[i]) for o, i in zip(first.output, first.sample_id)]
+    return int(sum(hits)), len(hits)
+
 # %% ../nbs/09_evaluate.ipynb #385eac3e
 def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limit: bool = False) -> pd.DataFrame:
-    "The paper's metrics of an evaluation, each with value, standard error, count and unit ('episode' or 'step')."
+    "The paper's metrics of an evaluation (and rule validity), each with value, standard error, count and unit ('episode', 'step', 'first answer')."
     task = get_task(task)
     counted = steps if count_step_limit or steps.empty else steps[steps.category != STEP_LIMIT.category]
     n = len(counted)
@@ -264,6 +299,8 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     rows = [_rate('success', episodes['success'].sum() if len(episodes) else 0, len(episodes), 'episode'),
             _rate('per_step_accuracy', counted['correct'].sum() if n else 0, n, 'step'),
             _mean('mean_reward', counted['reward'] if n else pd.Series(dtype=float), 'step')]
+    validity = rule_validity(steps, episodes, task)
+    if validity is not None: rows.append(_rate('rule_validity', *validity, 'first answer'))
     if task.env == 'points' and task.vision:
         rows += [_rate('recognition_accuracy', (category != 'INCORRECT_VISION').sum(), n, 'step'),
                  _mean('recognition_per_episode', episodes['recognition'] if len(episodes) else pd.Series(dtype=float), 'episode')]
@@ -271,6 +308,20 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     names += sorted(set(category) - set(names))
     rows += [_rate(c, (category == c).sum(), n, 'step') for c in names]
     return pd.DataFrame(rows).set_index('metric')
+
+# %% ../nbs/09_evaluate.ipynb #c3d0c396
+def paired_comparison(before: pd.DataFrame, after: pd.DataFrame, column: str = 'success') -> pd.Series:
+    "Two evaluations (episode tables) of the same seeded episodes: `column` before and after, the change, its paired SE, episodes gained and lost."
+    keep = ['sample_id', 'seed', column]
+    both = before[keep].merge(after[keep], on='sample_id', how='outer', suffixes=('_before', '_after'))
+    if both.isna().any().any() or (both.seed_before != both.seed_after).any():
+        raise ValueError(f"paired evaluations must play the same seeded episodes: {len(before)} and {len(after)} episodes, "
+                         f"{int((both.seed_before == both.seed_after).sum())} in common; evaluate both with the same seed and n")
+    a, b = both[f'{column}_before'].astype(float), both[f'{column}_after'].astype(float)
+    difference, n = b - a, len(both)
+    return pd.Series({'n': n, 'before': a.mean(), 'after': b.mean(), 'difference': difference.mean(),
+                      'se': float(difference.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan,
+                      'gained': int((difference > 0).sum()), 'lost': int((difference < 0).sum())})
 
 # %% ../nbs/09_evaluate.ipynb #60e76586
 def opening_key(task, obs: dict, info: dict) -> str:

@@ -137,7 +137,7 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
         if name in metrics.index: row[name], row[f'{name}_se'] = metrics.loc[name, 'value'], metrics.loc[name, 'se']
     return row
 
-METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy')
+METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy', 'rule_validity')   # each with its `_se` in every arms table and figure CSV
 
 def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
     "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one."

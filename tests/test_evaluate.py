@@ -212,6 +212,59 @@ def test_scripted_policies_bound_the_metrics():
             assert worst.loc['success', 'value'] == 0 and worst.loc['per_step_accuracy', 'value'] == 0
 
 
+def _written_as_in_training(batch):
+    "An answerer that learnt the ID rule: J, Q, K written as 10 (GeneralPoints), compass actions (V-IRL), whatever the prompt says."
+    from sftrl.tasks import oracle_answer, points_answer
+    out = []
+    for item in batch:
+        info = item['info']
+        if 'numbers' in info: out.append(points_answer(info['cards'], [min(v, 10) for v in info['numbers']], '1+2'))
+        else: out.append(oracle_answer('virl-l', {}, {**info, 'gt_action': info['absolute_action']}))
+    return out
+
+
+@pytest.mark.parametrize('task', ['gp-l', 'gp-vl', 'virl-l', 'virl-vl'])
+def test_rule_validity_sees_an_answerer_that_ignores_the_stated_rule(task):
+    "Issue 18 §2: valid on ID, invalid under the OOD rule (every GP OOD hand holds a face card; V-IRL's first turn is absolute)."
+    n = 4 if task == 'virl-vl' else 12
+    for split, validity in (('id', 1.0), ('ood_rule', None)):
+        steps, episodes = _eval(_written_as_in_training, task, split, n=n)
+        m = summarize(steps, episodes, task)
+        assert m.loc['rule_validity', 'per'] == 'first answer'
+        assert math.isclose(m.loc['rule_validity', 'se'], binomial_se(m.loc['rule_validity', 'value'], m.loc['rule_validity', 'n']))
+        if validity is not None: assert m.loc['rule_validity', 'value'] == validity
+        elif get_task(task).env == 'points': assert m.loc['rule_validity', 'value'] == 0 and m.loc['rule_validity', 'n'] == n
+        else: assert m.loc['rule_validity', 'value'] < 1
+    best = summarize(*_eval(oracle_policy(task), task, 'ood_rule', n=n), task)
+    worst = summarize(*_eval(constant_policy('{}'), task, 'ood_rule', n=n), task)
+    assert best.loc['rule_validity', 'value'] == 1 and worst.loc['rule_validity', 'value'] == 0
+
+
+def test_rule_validity_counts_first_answers_only():
+    "GeneralPoints: one first answer per episode; V-IRL: one per position reached, whatever the retries."
+    steps, episodes = _eval(random_mistake_policy('virl-l', p=0.5, seed=3), 'virl-l', n=10)
+    m = summarize(steps, episodes, 'virl-l')
+    positions = steps.groupby(['sample_id', 'position']).ngroups
+    assert m.loc['rule_validity', 'n'] == positions < len(steps)
+    steps, episodes = _eval(random_mistake_policy('gp-l', p=0.8, seed=3), 'gp-l', n=10)
+    assert summarize(steps, episodes, 'gp-l').loc['rule_validity', 'n'] == 10 < len(steps)
+    assert 'rule_validity' not in summarize(steps.drop(columns='output'), episodes, 'gp-l').index   # rows without answers
+
+
+def test_paired_comparison_on_the_same_hands():
+    from sftrl.evaluate import paired_comparison
+    _, a = _eval(random_mistake_policy('gp-l', p=0.7, seed=5), 'gp-l', n=40, viter=1)
+    _, b = _eval(random_mistake_policy('gp-l', p=0.2, seed=5), 'gp-l', n=40, viter=1)
+    c = paired_comparison(a, b)
+    d = b.success.astype(float) - a.success.astype(float)
+    assert c.n == 40 and math.isclose(c.difference, d.mean()) and math.isclose(c.se, d.std(ddof=1) / math.sqrt(40))
+    assert c.gained == (d > 0).sum() and c.lost == (d < 0).sum() == 0
+    reversed_ = paired_comparison(b, a)
+    assert math.isclose(reversed_.difference, -c.difference) and (reversed_.gained, reversed_.lost) == (c.lost, c.gained)
+    with pytest.raises(ValueError, match='same seeded episodes'):
+        paired_comparison(a, b.assign(seed=b.seed + 1))
+
+
 def test_binomial_se():
     assert binomial_se(0.5, 100) == 0.05 and binomial_se(0.0, 10) == 0 and math.isnan(binomial_se(0.3, 0))
 
