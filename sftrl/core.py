@@ -16,11 +16,20 @@ import numpy as np
 from gymnasium import spaces
 
 # %% auto #0
-__all__ = ['FEEDBACK_PREFIX', 'STEP_LIMIT', 'TRACKERS', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash',
-           'installed_trackers']
+__all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'bounded_feedback', 'Verdict',
+           'TextActionEnv', 'episode_seeds', 'config_hash', 'installed_trackers']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
+MAX_ANSWER_CHARS = 16_384    # longer answers are refused unread by every verifier
+MAX_FEEDBACK_CHARS = 512     # the longest feedback that enters the next prompt
+
+def bounded_feedback(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
+    "`text` if it fits in `limit` characters, else its start, an ellipsis and the count of characters left out."
+    if limit < 40: raise ValueError(f"limit must be >= 40 (room for the count), got {limit}")
+    if len(text) <= limit: return text
+    kept = limit - 40            # the tail "… (N more characters)." takes at most 40 characters
+    return f"{text[:kept]}… ({len(text) - kept:,} more characters)."
 
 @dataclass(frozen=True)
 class Verdict:
@@ -31,10 +40,11 @@ class Verdict:
     correct: bool = False
 
     def revision_prompt(self) -> str:
-        "The user turn that follows a wrong answer in sequential revision."
-        return FEEDBACK_PREFIX + self.feedback
+        "The user turn that follows a wrong answer in sequential revision (the feedback bounded by `MAX_FEEDBACK_CHARS`)."
+        return FEEDBACK_PREFIX + bounded_feedback(self.feedback)
 
 STEP_LIMIT = Verdict(-1.0, "STEP_LIMIT_REACHED", "step_limit_reached")
+
 
 # %% ../nbs/00_core.ipynb #2e46a99a
 _ANY_TEXT = spaces.Text(max_length=1_000_000, min_length=0, charset=string.printable)

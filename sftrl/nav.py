@@ -14,19 +14,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .core import STEP_LIMIT, TextActionEnv, Verdict
+from .core import MAX_ANSWER_CHARS, STEP_LIMIT, TextActionEnv, Verdict
 from .city import (DIRECTIONS, HELD_OUT_STYLES, HOME_STYLE, RouteSet, geocode_distance, geocode_to_local,
                         parse_milestones, read_route_file)
 from .views import VIEW_OFFSETS, render_grid
 
 # %% auto #0
 __all__ = ['MODES', 'RELATIVE_TURNS', 'NO_LANDMARK', 'NO_LANDMARKS', 'INTERSECTION_TEXT', 'Q_VIRL_L', 'Q_VIRL_VL',
-           'ABSOLUTE_DIRECTIONS', 'ACTION_SPACES', 'ANSWER_FIELDS', 'MAX_FIELD_CHARS', 'MAX_JSON_CHARS',
-           'REWARD_FN_VIRL', 'OUTPUT_FORMAT', 'FEEDBACK', 'CORRECT', 'SPLITS', 'ENV_ID', 'heading_change',
-           'relative_turn', 'Milestone', 'milestones', 'route_instructions', 'RailPoint', 'NavigationTask',
-           'build_rail', 'observation_action_sequence', 'navigation_prompt', 'NavigationAnswer', 'parse_answer',
-           'official_field', 'verify_step', 'oracle_answer', 'NavigationEnv', 'split_routes', 'make_navigation_env',
-           'NavigationStats']
+           'ABSOLUTE_DIRECTIONS', 'ACTION_SPACES', 'ANSWER_FIELDS', 'MAX_FIELD_CHARS', 'REWARD_FN_VIRL',
+           'OUTPUT_FORMAT', 'FEEDBACK', 'CORRECT', 'SPLITS', 'ENV_ID', 'heading_change', 'relative_turn', 'Milestone',
+           'milestones', 'route_instructions', 'RailPoint', 'NavigationTask', 'build_rail',
+           'observation_action_sequence', 'navigation_prompt', 'NavigationAnswer', 'parse_answer', 'official_field',
+           'verify_step', 'oracle_answer', 'NavigationEnv', 'split_routes', 'make_navigation_env', 'NavigationStats']
 
 # %% ../nbs/03_nav.ipynb #2ac1e0d7
 MODES = ('fixed', 'official')
@@ -233,7 +232,6 @@ def navigation_prompt(instruction: str, obs_act_seq: str, absolute_action: bool 
 # %% ../nbs/03_nav.ipynb #e1c08e48
 ANSWER_FIELDS = ('current observation', 'current instruction', 'action')
 MAX_FIELD_CHARS = 2_000
-MAX_JSON_CHARS = 200_000
 _TRAILING_COMMA = re.compile(r',(\s*[}\]])')
 _KEY = {k: re.compile(re.escape(k) + f'(?<![A-Za-z0-9]{re.escape(k)})' + r'["\']?[ \t]*:[ \t]*') for k in ANSWER_FIELDS}  # not 'transaction:'
 
@@ -247,7 +245,7 @@ class NavigationAnswer:
 def _json_fields(text: str) -> dict | None:
     "The answer's fields if its outermost {...} is JSON (trailing commas allowed)."
     start, end = text.find('{'), text.rfind('}')
-    if start < 0 or end <= start or end - start > MAX_JSON_CHARS: return None
+    if start < 0 or end <= start: return None
     chunk = text[start:end + 1]
     for candidate in (chunk, _TRAILING_COMMA.sub(r'\1', chunk)):
         try: data = json.loads(candidate)
@@ -270,13 +268,14 @@ def _regex_field(text: str, key: str) -> str | None:
 
 def parse_answer(text: str) -> NavigationAnswer:
     "Read a model's answer leniently (near-JSON, prose around it, missing fields); never raises, never evaluates."
-    if not isinstance(text, str): return NavigationAnswer(None, None, None)
+    if not isinstance(text, str) or len(text) > MAX_ANSWER_CHARS: return NavigationAnswer(None, None, None)
     fields = _json_fields(text) or {}
     values = [fields.get(k) if fields.get(k) is not None else _regex_field(text, k) for k in ANSWER_FIELDS]
     return NavigationAnswer(*values)
 
 def official_field(text: str, key: str):
     "The official `re_match`: `json.loads(text)[key]`, else the first regex match of the quoted key and value, else 'None'."
+    if len(text) > MAX_ANSWER_CHARS: return 'None'     # unread, as an answer without the field
     try: return json.loads(text)[key]
     except Exception: pass
     match = re.search(f'"{re.escape(key)}": "(.*?)"', text)

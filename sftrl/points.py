@@ -12,18 +12,19 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from itertools import accumulate, repeat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .core import TextActionEnv, Verdict
+from .core import MAX_ANSWER_CHARS, TextActionEnv, Verdict, bounded_feedback
 from .cards import DEFAULT_STYLE, ID_RULE, OOD_RULE, Card, CardRule, deal_hand, render_table, solve
 
 # %% auto #0
-__all__ = ['REWARDS', 'AGGREGATED_ERROR', 'GP_L_PROMPT', 'GP_VL_PROMPT', 'MAX_ANSWER_CHARS', 'MODES', 'OPERATORS', 'MAX_DEPTH',
-           'SPLITS', 'category_of', 'face_card_msg', 'card_labels', 'general_points_prompt', 'Answer', 'parse_answer',
-           'tokenize', 'grammar_errors', 'number_errors', 'evaluate', 'verify', 'split_settings', 'GeneralPointsEnv',
+__all__ = ['REWARDS', 'AGGREGATED_ERROR', 'GP_L_PROMPT', 'GP_VL_PROMPT', 'MODES', 'OPERATORS', 'MAX_DEPTH', 'SPLITS',
+           'category_of', 'face_card_msg', 'card_labels', 'general_points_prompt', 'Answer', 'parse_answer', 'tokenize',
+           'grammar_errors', 'number_errors', 'evaluate', 'verify', 'split_settings', 'GeneralPointsEnv',
            'render_image']
 
 # %% ../nbs/02_points.ipynb #7caa357b
@@ -71,7 +72,6 @@ def general_points_prompt(cards, rule: CardRule = ID_RULE, target: int = 24, vis
     return template.format(target_number=target, face_card_msg=face_card_msg(rule), cards=card_labels(cards))
 
 # %% ../nbs/02_points.ipynb #dfa06dcd
-MAX_ANSWER_CHARS = 16_384   # a 512-token answer is a few thousand characters; longer text is refused, not read
 MODES = ('exact', 'official')
 
 @dataclass(frozen=True)
@@ -170,6 +170,10 @@ OPERATORS = '+-*/'
 MAX_DEPTH = 200   # CPython's parser refuses deeper parentheses: "too many nested parentheses"
 _OFFICIAL_TOKEN = re.compile(r'\d+|[+\-*/()]')
 _EXACT_TOKEN = re.compile(r'[0-9]+|[+\-*/()]|\s+')
+_NUMBER = {'official': re.compile(r'\d+'), 'exact': re.compile(r'[0-9]+')}
+_LEGAL = {'official': re.compile(r'[\d+\-*/()]*'), 'exact': re.compile(r'[0-9+\-*/()\s]*')}
+_WHITESPACE = re.compile(r'\s+')
+_OPERATOR_LETTER = str.maketrans(OPERATORS, 'o' * len(OPERATORS))
 
 def tokenize(formula: str, mode: str = 'exact') -> list[str] | None:
     "Numbers, operators and parentheses of a formula; None if it holds any other character."
@@ -181,38 +185,60 @@ def _kind(token: str) -> str:
     if token in OPERATORS: return 'operator'
     return {'(': 'open_paren', ')': 'close_paren'}.get(token, 'number')
 
-def grammar_errors(tokens: list[str], mode: str = 'exact') -> list[str]:
-    "One official message per grammar violation; `exact` adds unclosed '(', a trailing operator, too deep nesting."
-    errors, prev, depth, deepest = [], None, 0, 0
-    for token in tokens:
-        kind = _kind(token)
-        if kind == 'number' and prev not in (None, 'operator', 'open_paren'): errors.append("invalid sequence after number")
-        elif kind == 'operator' and prev not in ('number', 'close_paren'): errors.append("invalid sequence after operator")
-        elif kind == 'open_paren':
-            if prev in (None, 'operator', 'open_paren'): depth += 1; deepest = max(deepest, depth)
-            else: errors.append("invalid sequence before '('")
-        elif kind == 'close_paren':
-            if prev not in ('number', 'close_paren'): errors.append("invalid sequence after ')'")
-            elif depth: depth -= 1
-            else: errors.append("unmatched closing parenthesis")
-        prev = kind
+def _shape(formula: str, mode: str) -> str | None:
+    "The tokens' kinds, one letter each: `n` number, `o` operator, `(` and `)`; None where `tokenize` gives None."
+    if not _LEGAL[mode].fullmatch(formula): return None
+    shape = _NUMBER[mode].sub('n', formula)
+    return (shape if mode == 'official' else _WHITESPACE.sub('', shape)).translate(_OPERATOR_LETTER)
+
+def _grammar(shape: str, mode: str) -> list[str]:
+    "`grammar_errors` of a formula's shape."
+    errors, after_value, depth, deepest = [], False, 0, 0     # after_value: the previous token is a number or ')'
+    for kind in shape:
+        if kind == 'n':
+            if after_value: errors.append("invalid sequence after number")
+        elif kind == 'o':
+            if not after_value: errors.append("invalid sequence after operator")
+        elif kind == '(':
+            if after_value: errors.append("invalid sequence before '('")
+            else:
+                depth += 1
+                if depth > deepest: deepest = depth
+        elif not after_value: errors.append("invalid sequence after ')'")
+        elif depth: depth -= 1
+        else: errors.append("unmatched closing parenthesis")
+        after_value = kind in 'n)'
     if mode == 'exact':
-        if prev == 'operator': errors.append("formula ends with an operator")
+        if shape.endswith('o'): errors.append("formula ends with an operator")
         errors += ["unmatched opening parenthesis"] * depth
         if deepest > MAX_DEPTH: errors.append("too many nested parentheses")
     return errors
 
+def grammar_errors(tokens: list[str], mode: str = 'exact') -> list[str]:
+    "One official message per grammar violation; `exact` adds unclosed '(', a trailing operator, too deep nesting."
+    return _grammar(''.join('n' if _kind(t) == 'number' else 'o' if t in OPERATORS else t for t in tokens), mode)
+
+
 # %% ../nbs/02_points.ipynb #aaf3d47e
+class _AsciiDigits(dict):
+    "A `str.translate` table from any Unicode decimal digit to its ASCII digit, filled as digits are met."
+    def __missing__(self, code: int) -> str:
+        self[code] = str(unicodedata.decimal(chr(code)))
+        return self[code]
+
+_ASCII_DIGITS = _AsciiDigits()
+
 def _number_key(token: str) -> str:
     "A number token's value as plain ASCII digits without leading zeros (Unicode digits translated)."
-    if not token.isascii(): token = ''.join(str(unicodedata.decimal(c)) for c in token)
+    if not token.isascii(): token = token.translate(_ASCII_DIGITS)
     return token.lstrip('0') or '0'
 
 def _int_list(keys: list[str]) -> str: return '[' + ', '.join(keys) + ']'
 
-def number_errors(tokens: list[str], numbers: list[int]) -> list[str]:
-    "The official number messages: invalid (or else overused) numbers, then unused ones."
-    used = Counter(_number_key(t) for t in tokens if _kind(t) == 'number')
+def _number_errors(found: list[str], numbers: list[int]) -> list[str]:
+    "`number_errors` from the number tokens alone, in order."
+    used = Counter()
+    for token, count in Counter(found).items(): used[_number_key(token)] += count   # each distinct token read once
     have = Counter(str(n) for n in numbers)
     invalid = [n for n in used if n not in have]
     overused = [n for n in used if used[n] > have[n]]
@@ -222,6 +248,11 @@ def number_errors(tokens: list[str], numbers: list[int]) -> list[str]:
     elif overused: errors.append(f"you used numbers: {_int_list(overused)} too many times")
     if unused: errors.append(f"you didn't use numbers: {_int_list(unused)}")
     return errors
+
+def number_errors(tokens: list[str], numbers: list[int]) -> list[str]:
+    "The official number messages: invalid (or else overused) numbers, then unused ones."
+    return _number_errors([t for t in tokens if _kind(t) == 'number'], numbers)
+
 
 # %% ../nbs/02_points.ipynb #416c67ea
 _PRECEDENCE = {'+': 1, '-': 1, '*': 2, '/': 2}
@@ -245,18 +276,18 @@ def _calculate(tokens: list[str], number):
     while ops: _apply(values, ops.pop())
     return values[-1]
 
-def _python_rejects(tokens: list[str]) -> bool:
-    "Would Python's `eval` raise SyntaxError on these tokens (which passed the official grammar check)?"
-    depth = deepest = 0
-    for t in tokens:
-        if t == '(': depth += 1; deepest = max(deepest, depth)
-        elif t == ')': depth -= 1
-        elif t not in OPERATORS and (not t.isascii() or (t[0] == '0' and t.strip('0'))): return True
-    return not tokens or depth != 0 or tokens[-1] in OPERATORS or deepest > MAX_DEPTH
+_DEPTH_STEP = {'(': 1, ')': -1}
 
-def _value(tokens: list[str], mode: str):
-    "The formula's value (Fraction in `exact`, int/float as `eval` in `official`), or None where `eval` would raise."
-    if mode == 'official' and _python_rejects(tokens): return None
+def _python_rejects(shape: str, found: list[str]) -> bool:
+    "Would Python's `eval` raise SyntaxError on a formula (its shape and number tokens) that passed the official checks?"
+    if not shape or shape.endswith('o') or any(not t.isascii() or (t[0] == '0' and t.strip('0')) for t in found): return True
+    depths = list(accumulate(map(_DEPTH_STEP.get, shape, repeat(0))))    # nesting after each token, in C
+    return depths[-1] != 0 or max(depths) > MAX_DEPTH
+
+def _value(formula: str, shape: str, mode: str):
+    "The value of a formula with valid grammar (Fraction in `exact`, int/float as `eval` in `official`), or None where `eval` would raise."
+    if mode == 'official' and _python_rejects(shape, _NUMBER[mode].findall(formula)): return None
+    tokens = tokenize(formula, mode)
     number = (lambda t: int(_number_key(t))) if mode == 'official' else (lambda t: Fraction(int(_number_key(t))))
     try: return _calculate(tokens, number)
     except ArithmeticError: return None
@@ -264,27 +295,28 @@ def _value(tokens: list[str], mode: str):
 def evaluate(formula: str, mode: str = 'exact'):
     "Value of a formula string (Fraction, or int/float as Python's `eval` in `official`); None if it has none."
     _check_mode(mode)
-    tokens = tokenize(formula, mode) if len(formula) <= MAX_ANSWER_CHARS else None
-    if not tokens or grammar_errors(tokens, mode): return None
-    numbers = [_number_key(t) for t in tokens if _kind(t) == 'number']
+    shape = _shape(formula, mode) if len(formula) <= MAX_ANSWER_CHARS else None
+    if not shape or _grammar(shape, mode): return None
+    numbers = [_number_key(t) for t in _NUMBER[mode].findall(formula)]
     if len(numbers) > 16 or max(map(len, numbers), default=0) > 32: return None
-    return _value(tokens, mode)
+    return _value(formula, shape, mode)
 
 # %% ../nbs/02_points.ipynb #6ed75546
 @lru_cache(maxsize=4096)
 def _prefixes(solutions: tuple[str, ...]) -> frozenset[str]:
     return frozenset(s[:i] for s in solutions for i in range(len(s) + 1))
 
-def _verdict(parts: list[tuple[float, str]]) -> Verdict:
-    "Sum the rewards, join the messages the official way (', ' and a final '.')."
-    reward = sum(r for r, _ in parts)
-    category = category_of(reward)
-    return Verdict(float(reward), category, ', '.join(m for _, m in parts) + '.', category == 'CORRECT_SOLUTION')
+def _verdict(reward: float, messages: list[str], mode: str) -> Verdict:
+    "Join the messages the official way (', ', a final '.'); `exact` names a repeated message once, with its count, and bounds the text."
+    if mode == 'exact': messages = [m if n == 1 else f'{m} ({n:,} times)' for m, n in Counter(messages).items()]
+    feedback, category = ', '.join(messages) + '.', category_of(reward)
+    if mode == 'exact': feedback = bounded_feedback(feedback)
+    return Verdict(float(reward), category, feedback, category == 'CORRECT_SOLUTION')
 
-def _mismatch(tokens: list[str], prefixes: frozenset[str]) -> str | None:
-    "The official message for the first token that leaves every solution string, or None."
+def _mismatch(formula: str, prefixes: frozenset[str]) -> str | None:
+    "The official message for the first token of a grammatical `formula` (no spaces) that leaves every solution string, or None."
     register = ''
-    for token in tokens:
+    for token in (match.group() for match in _OFFICIAL_TOKEN.finditer(formula)):   # lazily: it stops early
         if register + token not in prefixes:
             if not register: return "your formula does not match any solution"
             return f"{register} is partially correct but the full formula does not match any solution"
@@ -293,19 +325,21 @@ def _mismatch(tokens: list[str], prefixes: frozenset[str]) -> str | None:
 
 # %% ../nbs/02_points.ipynb #7baa5dbc
 def _judge_formula(formula, numbers: list[int], target: int, mode: str, solutions) -> Verdict:
-    if formula is None and mode == 'exact': return _verdict([(REWARDS['ILLEGAL_FORMULA'], "you did not give a formula")])
-    tokens = tokenize('None' if formula is None else formula, mode)   # official: a non-string reads as a missing formula
-    if tokens is None: return _verdict([(REWARDS['ILLEGAL_FORMULA'], "illegal characters")])
-    parts = ([(REWARDS['ILLEGAL_FORMULA'], m) for m in grammar_errors(tokens, mode)]
-             + [(REWARDS['INCORRECT_NUMBER'], m) for m in number_errors(tokens, numbers)])
-    if parts: return _verdict(parts)
-    value = _value(tokens, mode)
-    if value is not None and value == target: return _verdict([(REWARDS['CORRECT_SOLUTION'], "Correct solution")])
+    if formula is None and mode == 'exact': return _verdict(REWARDS['ILLEGAL_FORMULA'], ["you did not give a formula"], mode)
+    formula = 'None' if formula is None else formula      # official: a non-string reads as a missing formula
+    shape = _shape(formula, mode)
+    if shape is None: return _verdict(REWARDS['ILLEGAL_FORMULA'], ["illegal characters"], mode)
+    grammar, wrong = _grammar(shape, mode), _number_errors(_NUMBER[mode].findall(formula), numbers)
+    if grammar or wrong:
+        reward = REWARDS['ILLEGAL_FORMULA'] * len(grammar) + REWARDS['INCORRECT_NUMBER'] * len(wrong)
+        return _verdict(reward, grammar + wrong, mode)
+    value = _value(formula, shape, mode)
+    if value is not None and value == target: return _verdict(REWARDS['CORRECT_SOLUTION'], ["Correct solution"], mode)
     if solutions is None: solutions = solve(numbers, target)   # cached per hand in sftrl.cards
-    prefixes = _prefixes(tuple(solutions))
-    if value is None and ''.join(tokens) in prefixes: return _verdict([(REWARDS['PARTIAL_SOLUTION'], "partial solution")])
-    message = _mismatch(tokens, prefixes)
-    return _verdict([] if message is None else [(REWARDS['NO_SOLUTION'], message)])
+    prefixes, written = _prefixes(tuple(solutions)), (formula if mode == 'official' else _WHITESPACE.sub('', formula))
+    if value is None and written in prefixes: return _verdict(REWARDS['PARTIAL_SOLUTION'], ["partial solution"], mode)
+    message = _mismatch(written, prefixes)
+    return _verdict(0 if message is None else REWARDS['NO_SOLUTION'], [] if message is None else [message], mode)
 
 def _same_cards(read: tuple[str, ...], labels: list[str], mode: str) -> bool:
     if mode == 'official': return sorted(read) == sorted(labels)
@@ -316,7 +350,7 @@ def verify(text: str, cards, rule: CardRule = ID_RULE, target: int = 24, vision:
     "Judge a model's answer for a hand (Cards or labels), as the official verifier (`official`) or exactly (`exact`)."
     _check_mode(mode)
     if not isinstance(text, str): raise TypeError(f"text must be the model's answer as a str, got {type(text).__name__}")
-    if len(text) > MAX_ANSWER_CHARS: return _verdict([(REWARDS['ILLEGAL_FORMULA'], "your answer is too long")])
+    if len(text) > MAX_ANSWER_CHARS: return _verdict(REWARDS['ILLEGAL_FORMULA'], ["your answer is too long"], mode)
     answer, labels = parse_answer(text, mode), card_labels(cards)
     if vision and not _same_cards(answer.cards, labels, mode):
         feedback = "you recognized wrong cards" + ('' if mode == 'official' else '.')

@@ -241,3 +241,20 @@ def test_many_envs_are_cheap():
         obs, info = env.reset(seed=i)
         assert env.step(_answer(info['solution'], str(info['cards'])))[1] == 5.0
     assert time.perf_counter() - start < 2.0
+
+
+# --- bounded feedback ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('mode', MODES)
+def test_feedback_in_the_next_prompt_is_bounded(mode):
+    "One garbage answer at the cap never turns the next user turn into a long prompt (official keeps its text in the verdict)."
+    from sftrl.core import FEEDBACK_PREFIX, MAX_FEEDBACK_CHARS
+    env = GeneralPointsEnv.for_split('id', mode=mode)
+    env.reset(seed=0)
+    for formula in (')' * 16_000, '(' * 16_000, '1 ' * 8000, '+'.join(map(str, range(10**6, 10**6 + 2000)))):
+        _, reward, _, _, info = env.step(_answer(formula))
+        assert info['messages'][-1]['role'] == 'user'
+        assert len(info['messages'][-1]['content']) <= len(FEEDBACK_PREFIX) + MAX_FEEDBACK_CHARS
+        verdict = info['verdict']
+        assert mode == 'official' or len(verdict.feedback) <= MAX_FEEDBACK_CHARS
+        env.reset(seed=0)
