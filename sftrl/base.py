@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -30,9 +31,12 @@ from .nav import relative_turn
 from .points import evaluate
 
 # %% auto #0
-__all__ = ['RANK_WORDS', 'SUIT_WORDS', 'DOCUMENT_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'arithmetic_doc', 'search_doc',
-           'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'base_corpus', 'task_markers', 'BaseConfig',
-           'StopAfter', 'training_args', 'building', 'base_cache', 'pretrain_base', 'complete', 'probe_base']
+__all__ = ['RANK_WORDS', 'SUIT_WORDS', 'INSTRUCTION_SYMBOLS', 'PROBE_SYMBOLS', 'INSTRUCTION_KEYS', 'ECHO_KEYS', 'CHOICE_KEYS',
+           'PROBE_KEYS', 'DOCUMENT_KINDS', 'INSTRUCTION_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'INSTRUCTION_PROBES',
+           'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc',
+           'chat_document', 'mapping_task', 'choice_task', 'mapping_doc', 'choice_doc', 'correction_doc', 'base_corpus',
+           'task_markers', 'BaseConfig', 'StopAfter', 'training_args', 'building', 'base_cache', 'pretrain_base',
+           'complete', 'probe_base', 'first_json', 'probe_instructions']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -160,10 +164,148 @@ def route_doc(rng) -> str:
     lines.append(f"We stopped at {_landmark(rng)}, the end of the walk.")
     return " ".join(lines)
 
+# %% ../nbs/05_base.ipynb #b91d901e
+def chat_document(messages: list[dict]) -> str:
+    "A conversation as the chat template renders it (`<|user|>…<|assistant|>…<|eos|>`), so the base reads chats as they will come."
+    return "".join(f"<|assistant|>{m['content']}<|eos|>" if m['role'] == 'assistant' else f"<|{m['role']}|>{m['content']}"
+                   for m in messages)
+
+_GREEK = ('alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda', 'mu',
+          'nu', 'xi', 'omicron', 'pi', 'rho', 'sigma', 'tau', 'upsilon', 'phi', 'chi', 'psi', 'omega')
+_MADE_UP = ('zib', 'mok', 'tarn', 'vel', 'quon', 'dreb', 'fip', 'lorn', 'sark', 'yim', 'brell', 'cosh', 'glim', 'hux',
+            'jeb', 'nosk', 'pell', 'rum', 'tiv', 'wex', 'zorp', 'kel', 'mib', 'trosk', 'vand', 'olp', 'frin', 'gaw')
+INSTRUCTION_SYMBOLS = tuple('ABCDEFGHIJKLMNOPQRSTUVWXYZ') + _GREEK + _MADE_UP
+PROBE_SYMBOLS = ('blick', 'dax', 'wug', 'fep', 'toma', 'kiki', 'bouba', 'lud', 'gazzer', 'tupa', 'sorl', 'nefa',
+                 'pleek', 'yoff', 'murn', 'chab')   # held out: never in the base's corpus
+INSTRUCTION_KEYS = ('values', 'numbers', 'scores', 'weights', 'mapped', 'result', 'output', 'worth', 'points', 'vals')
+ECHO_KEYS = ('symbols', 'items', 'input', 'labels', 'tokens', 'given')
+CHOICE_KEYS = ('choice', 'option', 'pick', 'answer', 'selected', 'reply')
+PROBE_KEYS = ('amounts', 'tally', 'figures', 'sizes')   # held out schema keys
+
+def _pick(rng, options, k: int | None = None):
+    if k is None: return options[int(rng.integers(0, len(options)))]
+    return [options[int(i)] for i in rng.choice(len(options), k, replace=False)]
+
+def _mapping_sentence(rng, mapping: dict[str, int]) -> str:
+    "A stated value mapping in one of several wordings, the \"'X' counts as 'n'\" style among them."
+    syms, vals = list(mapping), list(mapping.values())
+    q = "'" if rng.random() < 0.6 else ''
+    listed = lambda xs: ', '.join(f"{q}{x}{q}" for x in xs[:-1]) + (',' if len(xs) > 2 else '') + f" and {q}{xs[-1]}{q}" if len(xs) > 1 else f"{q}{xs[0]}{q}"
+    style = int(rng.integers(0, 7))
+    if style == 0: return ', '.join(f"{q}{s}{q} counts as {q}{v}{q}" for s, v in mapping.items()) + '.'
+    if style == 1 and len(set(vals)) == 1 and len(syms) > 1: return f"{listed(syms)} {_pick(rng, ('all count', 'count'))} as {q}{vals[0]}{q}."
+    if style <= 1 and len(syms) > 1: return f"{listed(syms)} count as {listed(vals)} respectively."
+    if style == 2: return ', '.join(f"{s} = {v}" for s, v in mapping.items()) + '.'
+    if style == 3: return "Let " + ' and '.join(f"{s} stand for {v}" for s, v in mapping.items()) + '.'
+    if style == 4: return "Values: " + ', '.join(f"{s} -> {v}" for s, v in mapping.items()) + '.'
+    if style == 5: return "The value of " + '; the value of '.join(f"{s} is {v}" for s, v in mapping.items()) + '.'
+    return "Treat " + ' and '.join(f"{s} as {v}" for s, v in mapping.items()) + '.'
+
+def mapping_task(rng, symbols=INSTRUCTION_SYMBOLS, keys=INSTRUCTION_KEYS) -> tuple[str, dict]:
+    "A stated mapping of arbitrary symbols, a list of items, and a JSON schema to answer in: (prompt, answer object)."
+    n_map = int(rng.integers(1, 4))
+    syms = _pick(rng, symbols, n_map)
+    vals = [int(rng.integers(1, 21))] * n_map if rng.random() < 0.3 else [int(v) for v in rng.integers(0, 31, n_map)]
+    mapping = dict(zip(syms, vals))
+    items = [_pick(rng, syms) if rng.random() < 0.6 else str(int(rng.integers(1, 14))) for _ in range(int(rng.integers(2, 6)))]
+    key, echo = _pick(rng, keys), _pick(rng, ECHO_KEYS) if rng.random() < 0.5 else None
+    answer = ({echo: items} if echo else {}) | {key: [mapping.get(x, int(x) if x.isdigit() else x) for x in items]}
+    shown = str(items) if rng.random() < 0.5 else ', '.join(items)
+    schema = ((f'"{echo}": [the items as given], ' if echo else '') + f'"{key}": [the value of each item, in order]')
+    rule = _mapping_sentence(rng, mapping) + (" Every number counts as itself." if rng.random() < 0.5 else '')
+    ask = _pick(rng, ("Answer in JSON: {%s}", "Reply only with a JSON object: {%s}", "Output format:\n{%s}",
+                      "Write your answer as JSON in this format: {%s}"))
+    intro = _pick(rng, ("Items: {}", "You are given {}.", "Input: {}", "Here is a list: {}."))
+    order = rng.random() < 0.5
+    parts = [intro.format(shown), rule] if order else [rule, intro.format(shown)]
+    return '\n'.join(parts + [ask % schema]), answer
+
+_CATEGORIES = {'colour': ('red', 'blue', 'green', 'yellow', 'purple', 'orange'), 'animal': ('cat', 'horse', 'owl', 'fox', 'whale', 'goat'),
+               'fruit': ('apple', 'pear', 'plum', 'lemon', 'cherry', 'mango'), 'tool': ('hammer', 'saw', 'drill', 'wrench', 'chisel', 'spade'),
+               'weekday': ('Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Sunday')}
+_TURNS = {'left': -90, 'right': 90, 'around': 180, 'slightly left': -45, 'slightly right': 45}
+
+def choice_task(rng, keys=CHOICE_KEYS) -> tuple[str, dict | str, list[str]]:
+    "Answer with one of the listed options (compass headings, relative turns or a plain vocabulary): (prompt, answer, options)."
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        start, turn = int(rng.integers(0, 8)) * 45, _pick(rng, list(_TURNS))
+        right = compass_direction(start + _TURNS[turn])
+        options = sorted(set(_pick(rng, DIRECTIONS, int(rng.integers(3, 9)))) | {right}, key=DIRECTIONS.index)
+        question = f"You face {compass_direction(start)} and turn {turn}. Which way do you face now?"
+    elif kind == 1:
+        before, after = (int(v) * 45 for v in rng.integers(0, 8, 2))
+        if before == after or abs((after - before) % 360 - 180) == 0: after = (before + 90) % 360
+        right = relative_turn(before, after)
+        options = _pick(rng, ['left', 'right', 'slightly left', 'slightly right'], 4) if rng.random() < 0.5 else ['left', 'right', 'slightly left', 'slightly right']
+        question = f"You face {compass_direction(before)} and want to face {compass_direction(after)}. Which turn do you take?"
+    else:
+        category = _pick(rng, list(_CATEGORIES))
+        right = _pick(rng, _CATEGORIES[category])
+        others = [w for c, ws in _CATEGORIES.items() if c != category for w in ws]
+        options = _pick(rng, others, int(rng.integers(2, 5))) + [right]
+        options = [options[int(i)] for i in rng.permutation(len(options))]
+        question = f"Which of the options is a {category}?"
+    shown = _pick(rng, (f"Options: {', '.join(options)}.", f"Choose from {options}.", "Options:\n" + '\n'.join(f"- {o}" for o in options)))
+    if rng.random() < 0.5:
+        key = _pick(rng, keys)
+        return f"{question}\n{shown}\nAnswer in JSON: {{\"{key}\": one of the options}}", {key: right}, options
+    return f"{question}\n{shown}\nAnswer with the option only.", right, options
+
+def _render(answer) -> str: return answer if isinstance(answer, str) else json.dumps(answer)
+
+def mapping_doc(rng) -> str:
+    "One stated-mapping instruction and its answer, as a chat."
+    prompt, answer = mapping_task(rng)
+    return chat_document([{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': _render(answer)}])
+
+def choice_doc(rng) -> str:
+    "One choose-from-the-list instruction and its answer, as a chat."
+    prompt, answer, _ = choice_task(rng)
+    return chat_document([{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': _render(answer)}])
+
+_MAP_CORRECTIONS = ("That is not right: {s} counts as {v}, not {w}. Try again.", "Wrong value for {s}. Please answer again.",
+                    "Not quite. Check {s} against the rule and answer again.", "Incorrect, because {s} should be {v}. Try once more.")
+_CHOICE_CORRECTIONS = ("'{w}' is not the right option. Try again.", "That is wrong because '{w}' does not answer the question. Pick again.",
+                       "No, not '{w}'. Answer again with one of the options.")
+_NOT_AN_OPTION = ("'{w}' is not one of the options. Answer with one of them.", "That is wrong because '{w}' is not listed. Try again.")
+
+def _wrong_mapping(rng, answer: dict) -> tuple[dict, str]:
+    key = [k for k in answer if k not in ECHO_KEYS][0]
+    values, items = list(answer[key]), answer.get(next((k for k in answer if k in ECHO_KEYS), ''), None)
+    i = int(rng.integers(0, len(values)))
+    wrong = values[i] + int(rng.choice([-2, -1, 1, 2, 3]))
+    values[i] = wrong
+    s = items[i] if items else f"item {i + 1}"
+    return answer | {key: values}, _pick(rng, _MAP_CORRECTIONS).format(s=s, v=answer[key][i], w=wrong)
+
+def _wrong_choice(rng, answer, options: list[str]) -> tuple:
+    right = answer if isinstance(answer, str) else next(iter(answer.values()))
+    outside = rng.random() < 0.3
+    wrong = _pick(rng, [w for ws in _CATEGORIES.values() for w in ws if w not in options]) if outside else _pick(rng, [o for o in options if o != right])
+    said = wrong if isinstance(answer, str) else {next(iter(answer)): wrong}
+    return said, _pick(rng, _NOT_AN_OPTION if outside else _CHOICE_CORRECTIONS).format(w=wrong)
+
+def correction_doc(rng) -> str:
+    "A wrong first answer, a generic correction saying why, and the right answer (never the verifiers' sentences)."
+    if rng.random() < 0.5:
+        prompt, answer = mapping_task(rng)
+        wrong, correction = _wrong_mapping(rng, answer)
+    else:
+        prompt, answer, options = choice_task(rng)
+        if len(options) < 2: return choice_doc(rng)
+        wrong, correction = _wrong_choice(rng, answer, options)
+    return chat_document([{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': _render(wrong)},
+                          {'role': 'user', 'content': correction}, {'role': 'assistant', 'content': _render(answer)}])
+
+
 # %% ../nbs/05_base.ipynb #ae53c27f
 DOCUMENT_KINDS = {'arithmetic': arithmetic_doc, 'search': search_doc, 'rule': rule_doc, 'card': card_doc,
-                  'turn': turn_doc, 'route': route_doc}
-DEFAULT_MIXTURE = {'arithmetic': 0.3, 'search': 0.3, 'rule': 0.15, 'card': 0.08, 'turn': 0.1, 'route': 0.07}
+                  'turn': turn_doc, 'route': route_doc, 'mapping': mapping_doc, 'choice': choice_doc,
+                  'correction': correction_doc}
+INSTRUCTION_KINDS = ('mapping', 'choice', 'correction')
+DEFAULT_MIXTURE = {'arithmetic': 0.25, 'search': 0.25, 'rule': 0.13, 'card': 0.07, 'turn': 0.08, 'route': 0.05,
+                   'mapping': 0.08, 'choice': 0.04, 'correction': 0.05}
 
 def base_corpus(n: int, seed: int = 0, mixture: dict | None = None) -> list[str]:
     "`n` documents drawn from the mixture of document kinds, deterministic from `seed`."
@@ -331,3 +473,49 @@ def _format_probe(policy: Policy, rng, n: int) -> dict:
                                                     tokenize=False, add_generation_prompt=True) for s in rng.integers(0, 2**31, n)]
     got = complete(policy, prompts, max_new_tokens=48)
     return dict(probe='answers GP-L prompt in task JSON', n=n, accuracy=np.mean(['"formula"' in g for g in got]))
+
+# %% ../nbs/05_base.ipynb #e83d8c85
+def first_json(text: str):
+    "The first JSON value that starts at a `{` in `text` (None if there is none): how the probes read an answer."
+    decoder = json.JSONDecoder()
+    for start in [m.start() for m in re.finditer(r'\{', text)][:5]:
+        try: return decoder.raw_decode(text[start:])[0]
+        except ValueError: continue
+    return None
+
+def _answered(completion: str, answer) -> bool:
+    if isinstance(answer, str): return completion.strip().split('\n')[0].strip() == answer
+    return first_json(completion) == answer
+
+def _instruction_items(kind: str, rng, n: int) -> list[tuple[str, object]]:
+    "(chat prompt, expected answer) pairs of one generic probe, on held-out symbols, schema keys or seeds."
+    items = []
+    for _ in range(n):
+        if kind == 'correction':
+            prompt, answer = mapping_task(rng, symbols=PROBE_SYMBOLS)
+            wrong, correction = _wrong_mapping(rng, answer)
+            chat = [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': _render(wrong)},
+                    {'role': 'user', 'content': correction}]
+        else:
+            prompt, answer = {'held-out symbols': lambda: mapping_task(rng, symbols=PROBE_SYMBOLS),
+                              'held-out keys': lambda: mapping_task(rng, keys=PROBE_KEYS),
+                              'choice': lambda: choice_task(rng)[:2]}[kind]()
+            chat = [{'role': 'user', 'content': prompt}]
+        items.append((chat_document(chat) + '<|assistant|>', answer))
+    return items
+
+INSTRUCTION_PROBES = {'held-out symbols': 'stated mapping, held-out symbols: JSON answer exact',
+                      'held-out keys': 'stated mapping, held-out schema keys: JSON answer exact',
+                      'choice': 'answers with the right listed option',
+                      'correction': 'right after one generic correction (held-out symbols)'}
+
+def probe_instructions(policy: Policy, n: int = 100, seed: int = 24680) -> pd.DataFrame:
+    "Accuracy of the base on the generic instruction probes (held out by symbols, keys or seed; greedy)."
+    rng, rows = np.random.default_rng(seed), []
+    for kind, name in INSTRUCTION_PROBES.items():
+        items = _instruction_items(kind, rng, n)
+        got = complete(policy, [p for p, _ in items], max_new_tokens=64)
+        rows.append(dict(probe=name, n=n, accuracy=np.mean([_answered(g, a) for g, (_, a) in zip(got, items)]),
+                         json=np.mean([isinstance(a, str) or isinstance(first_json(g), dict) for g, (_, a) in zip(got, items)])))
+    return pd.DataFrame(rows)
+

@@ -26,9 +26,10 @@ from .base import BASE_PRESETS, StopAfter, building, pretrain_base
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings', 'demonstration_episode',
-           'demonstrations', 'SFTRun', 'sft_run', 'set_trainable', 'CheckpointCompute', 'base_policy', 'sft_arguments',
-           'on_gpu', 'optimizer_steps', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
+__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings',
+           'demonstration_episode', 'demonstrations', 'SFTRun', 'sft_run', 'set_trainable', 'CheckpointCompute',
+           'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu', 'optimizer_steps', 'sft_folder', 'train_sft',
+           'train_to_end', 'checkpoint_table']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -96,7 +97,8 @@ class SFTRun:
     batch_size: int = 8
     gradient_accumulation: int = 1
     trainable: str = 'all'
-    checkpoints: int = 4         # saved along the run, evenly spaced in steps
+    checkpoints: int = 4         # saved along the run, evenly spaced in steps (unless `checkpoint_at`)
+    checkpoint_at: tuple = ()    # fractions of the run's steps to save at (e.g. log-spaced); () for `checkpoints` evenly spaced
     warmup_ratio: float = 0.03
     max_length: int = 2048
     resolution: int | None = None   # image size the environment renders (vision tasks); None: the paper's
@@ -105,10 +107,13 @@ class SFTRun:
     verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
 
 # The official learning rates and epochs (PAPER.md §3), by task.
+# The tiny study's checkpoints, on a log scale of the run: an early Init exists, and SFT's curve is seen whole.
+LOG_SPACED = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
 PAPER_SFT = {'gp-l': (1e-6, 1), 'gp-vl': (5e-7, 1), 'virl-l': (1e-6, 1), 'virl-vl': (5e-7, 5)}
 SFT_PRESETS = {
     'smoke': SFTRun(examples=48, batch_size=8, learning_rate=1e-3, checkpoints=2),
-    'tiny': SFTRun(size='tiny', examples=8000, epochs=1, batch_size=16, learning_rate=5e-4, checkpoints=8),
+    'tiny': SFTRun(size='tiny', examples=8000, epochs=1, batch_size=16, learning_rate=5e-4, checkpoints=8,
+                   checkpoint_at=LOG_SPACED),
     # the official batch: 16 per GPU on 8 GPUs, no accumulation (on fewer GPUs, --set gradient_accumulation=8/GPUs keeps 128)
     'paper': SFTRun(size='paper', examples=10000, batch_size=16, checkpoints=10),
 }
@@ -125,6 +130,8 @@ def sft_run(preset: str, task, **overrides) -> SFTRun:
         # V-IRL conversations are ~2.7x longer than GeneralPoints' (about 820 tokens to 300): the same tokens
         if task.env == 'nav': settings['examples'] = max(1, round(run.examples * 3 / 8))
     run = replace(run, **settings, **overrides)
+    if not all(0 < f <= 1 for f in run.checkpoint_at):
+        raise ValueError(f"checkpoint_at holds fractions of the run in (0, 1], got {run.checkpoint_at}")
     if run.trainable not in TRAINABLE: raise ValueError(f"trainable must be one of {TRAINABLE}, got {run.trainable!r}")
     return run
 
@@ -142,11 +149,12 @@ def set_trainable(model, trainable: str = 'all') -> int:
 
 # %% ../nbs/07_sft.ipynb #96349898
 class CheckpointCompute(TrainerCallback):
-    "Write `compute.json` (step, tokens, FLOPs) into every checkpoint; keep optimizer state only in the newest."
-    def __init__(self, n_params: int): self.n_params = n_params
+    "Save at the steps `save_at` (and at the end); write `compute.json` (step, tokens, FLOPs) into every checkpoint; keep optimizer state only in the newest."
+    def __init__(self, n_params: int, save_at=()): self.n_params, self.save_at = n_params, set(save_at)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps: control.should_save = True   # the run's end is always a checkpoint
+        # the run's end is always a checkpoint
+        if state.global_step >= state.max_steps or state.global_step in self.save_at: control.should_save = True
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero: return   # the main process writes the checkpoint
@@ -162,6 +170,13 @@ class CheckpointCompute(TrainerCallback):
 class _ResumingSFTTrainer(SFTTrainer):
     _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
 
+def checkpoint_steps(run, steps: int) -> list[int]:
+    "The steps a run of `steps` optimizer steps saves at: `run.checkpoint_at` fractions of it, else `run.checkpoints` evenly spaced."
+    if not getattr(run, 'checkpoint_at', ()):
+        every = max(1, math.ceil(steps / run.checkpoints))
+        return sorted({*range(every, steps + 1, every), steps})
+    return sorted({min(steps, max(1, round(f * steps))) for f in run.checkpoint_at} | {steps})
+
 # %% ../nbs/07_sft.ipynb #23449ded
 def _require_base(run: SFTRun):
     if run.size not in BASE_PRESETS:   # no synthetic foundation stage at this size
@@ -175,12 +190,12 @@ def base_policy(run: SFTRun) -> Policy:
     return pretrain_base(BASE_PRESETS[run.size], progress=False)
 
 def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool, report_to=()) -> SFTConfig:
-    "TRL's `SFTConfig` for `run`: assistant-only loss, the official optimizer, `run.checkpoints` saves."
+    "TRL's `SFTConfig` for `run`: assistant-only loss, the official optimizer; `CheckpointCompute` decides the saves."
     return SFTConfig(output_dir=str(folder / 'checkpoints'), num_train_epochs=run.epochs,
                      per_device_train_batch_size=run.batch_size, gradient_accumulation_steps=run.gradient_accumulation,
                      learning_rate=run.learning_rate, lr_scheduler_type='cosine', warmup_steps=math.ceil(run.warmup_ratio * steps),
                      adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-7, weight_decay=0.0,
-                     save_strategy='steps', save_steps=max(1, math.ceil(steps / run.checkpoints)), save_only_model=False,
+                     save_strategy='no', save_only_model=False,   # CheckpointCompute saves at checkpoint_steps(run, steps)
                      logging_steps=max(1, steps // 20), report_to=list(report_to), seed=run.seed, data_seed=run.seed,
                      assistant_only_loss=True, max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
@@ -227,9 +242,10 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'run.json').write_text(json.dumps(asdict(run)))
-    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, optimizer_steps(run, len(data)), progress, report_to),
+    steps = optimizer_steps(run, len(data))
+    trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, steps, progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,
-                                  callbacks=[CheckpointCompute(count_parameters(policy.model))])
+                                  callbacks=[CheckpointCompute(count_parameters(policy.model), checkpoint_steps(run, steps))])
     return train_to_end(trainer, folder, progress, stop_after)
 
 def train_to_end(trainer, folder: Path, progress: bool = True, stop_after: int | None = None) -> Path:
