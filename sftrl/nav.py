@@ -302,11 +302,16 @@ def _sentence_key(sentence: str) -> str:
     "A sentence compared without case, extra spaces, a leading number or the final period."
     return ' '.join(re.sub(r'^\s*\d+\s*[.):]\s*', '', sentence).lower().rstrip(' .').split())
 
+def _official_says_intersection(observation) -> bool:
+    "The official `'intersection' in observation`: a substring of a string, an element of a list, a key of an object."
+    if isinstance(observation, (str, list, dict)): return 'intersection' in observation
+    return False    # a number, true/false or null: the official code raises TypeError here; sftrl reads no claim
+
 def verify_step(text: str, point: RailPoint, *, absolute_action: bool = True, mode: str = 'fixed') -> Verdict:
     "The V-IRL verdict on one answer at one rail point; never raises."
     if _check_mode(mode) == 'official':
         action, observation, instruction = (official_field(text, k) for k in ('action', 'current observation', 'current instruction'))
-        said, truth = 'intersection' in str(observation), 'intersection' in point.landmark
+        said, truth = _official_says_intersection(observation), 'intersection' in point.landmark
     else:
         answer = parse_answer(text)
         action, instruction = (answer.action or '').strip(), answer.instruction

@@ -3,6 +3,7 @@ text and vision), ground truth agrees with the city's geometry, wrong and hostil
 and never raise (hypothesis, megabyte inputs), seeds reproduce cities, routes and image bytes, the official-format
 loader round-trips, splits cannot leak, and the gymnasium id works."""
 import json
+import re
 import time
 import tracemalloc
 import warnings
@@ -237,6 +238,40 @@ def test_megabyte_answers_are_bounded(text):
         tracemalloc.stop()
     assert worst < 1.0, f'{worst:.2f}s'
     assert peak < 8 * len(text) + 10_000_000, f'{peak / 1e6:.0f} MB'
+
+
+def _official_reward(text, point, absolute):
+    "The official verifier's reward, written here from its behaviour (json.loads(text)[key], else the quoted-key regex,"
+    " else 'None'; then `'intersection' in value` on the value itself); raises TypeError where the official code does."
+    def field(key):
+        try: return json.loads(text)[key]
+        except Exception: pass
+        match = re.search(f'"{re.escape(key)}": "(.*?)"', text)
+        return match.group(1) if match else 'None'
+    if field('action') == point.action(absolute): return 1.0
+    observation, landmark = field('current observation'), point.landmark
+    if 'intersection' in observation and 'intersection' not in landmark: return -1.5
+    if 'intersection' not in observation and 'intersection' in landmark: return -1.5
+    return -1.0
+
+
+_OBSERVATIONS = st.one_of(
+    st.sampled_from(['intersection', INTERSECTION_TEXT, 'nothing', '']).map(json.dumps),
+    st.lists(st.sampled_from(['intersection', INTERSECTION_TEXT, 'x', 3, None]), max_size=3).map(json.dumps),
+    st.dictionaries(st.sampled_from(['intersection', INTERSECTION_TEXT, 'x']), st.integers(0, 1), max_size=2).map(json.dumps),
+    st.sampled_from(['3', '-1.5', 'null', 'true', 'false', 'NaN', 'Infinity']))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_OBSERVATIONS, st.sampled_from(['forward()', 'stop()', 'x']), st.integers(0, 2), st.booleans())
+def test_official_mode_equals_the_official_verdict_on_any_json_observation(observation, action, where, absolute):
+    "Strings, lists and objects get the official verdict; where the official code raises, sftrl's documented one (no claim)."
+    point = POINTS[where]
+    text = f'{{"current observation": {observation}, "current instruction": "x", "action": "{action}"}}'
+    verdict = verify_step(text, point, absolute_action=absolute, mode='official')
+    try: expected = _official_reward(text, point, absolute)
+    except TypeError: expected = _official_reward(text.replace(observation, '"no claim"', 1), point, absolute)
+    assert verdict.reward == expected, (text, verdict)
 
 
 def test_step_rejects_non_text_and_never_raises_on_text():
