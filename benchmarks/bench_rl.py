@@ -27,10 +27,10 @@ def measure(policy, head, n_envs, steps=32, max_new_tokens=64):
     rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, max_new_tokens=max_new_tokens)
     rollout_seconds = time.perf_counter() - start
     tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
-    run = rl_run('tiny', 'gp-l', init='unused', minibatch=16)
+    run = rl_run('tiny', 'gp-l', init='unused', minibatch=16, accumulation=1, ppo_epochs=4, temperature=0.2)
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
-    stats = ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
+    stats = ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=run.accumulation), rollout, run, policy.tokenizer.pad_token_id,
                        np.random.default_rng(0))
     update_seconds = time.perf_counter() - start
     return (len(rollout.turns) / rollout_seconds, rollout.generation.generated / rollout_seconds, tokens / rollout_seconds,
@@ -44,11 +44,11 @@ def ppo_iteration(policy, n_envs=8):
     "One sftrl PPO iteration: a 40-turn multi-turn rollout, then 4 epochs of minibatch 20 (8 optimizer steps)."
     policy = copy.deepcopy(policy)
     head = ValueHead(hidden_size(policy.model))
-    run = rl_run('tiny', 'gp-l', init='unused', minibatch=ANSWERS // 2)
+    run = rl_run('tiny', 'gp-l', init='unused', minibatch=ANSWERS // 2, accumulation=1, ppo_epochs=4, temperature=0.2)
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
     rollout = collect(policy, head, 'gp-l', ANSWERS, n_envs, seed=0, temperature=0.2, max_new_tokens=64)
-    ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True), rollout, run, policy.tokenizer.pad_token_id,
+    ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=run.accumulation), rollout, run, policy.tokenizer.pad_token_id,
                np.random.default_rng(0))
     seconds = time.perf_counter() - start
     turns = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)

@@ -27,12 +27,14 @@ from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
 from .generate import encode, generate, generator
 from .models import Policy, count_parameters, load_policy, save_policy
-from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, start_episode, training_seeds
+from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
-__all__ = ['ACTION_KEYS', 'PAPER_RL', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'score',
-           'Rollout', 'training_episodes', 'collect', 'gae', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'init_tokens',
-           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints']
+__all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic',
+           'hidden_size', 'Turn', 'score_tokens', 'score', 'remember', 'Rollout', 'training_episodes', 'collect', 'gae',
+           'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'kl_probes', 'kl_to_init', 'init_tokens',
+           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
+           'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 ACTION_KEYS = {'points': '"formula":', 'nav': '"action":'}
@@ -81,36 +83,57 @@ class Turn:
     answer_ids: list[int]
     weights: list[float]
     pixel_values: torch.Tensor | None
-    logprob: float
+    logprob: float          # the turn's weighted log-probability when it was played
     value: float
     reward: float = 0.0
     done: bool = False
     env: int = 0            # which environment of the batch played it (GAE runs along each one)
     success: bool = False   # the episode ended right here, solved
     truncated: bool = False # it ended by the step limit under the official budget: GAE bootstraps across it
+    token_logprobs: list[float] = field(default_factory=list)   # each answer token's log-probability when it was played
+    episode: int = 0        # which episode of the rollout it belongs to
+    hand: int = 0           # which hand (GeneralPoints) or route (V-IRL) it plays: the group baseline compares one hand's episodes
 
 # %% ../nbs/08_rl.ipynb #69c6cce5
 def _pad(rows: list[list], value) -> torch.Tensor:
     width = max(map(len, rows))
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
-def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
-    "Weighted log-probabilities, mean answer-token entropies and values of `turns` (with gradients if enabled)."
+def _answer_rows(rows: list[list[float]], width: int, device=None) -> torch.Tensor:
+    "Per-answer-token values of turns as a [turns, width] float tensor, zero past each answer."
+    return torch.tensor([list(r) + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32, device=device)
+
+def score_tokens(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
+    "Each answer token's log-probability and entropy under `logits / temperature` ([turns, longest answer], zero past an answer), and each turn's value."
     sequences = [t.prompt_ids + t.answer_ids for t in turns]
     ids, mask = _pad(sequences, pad_id), _pad([[1] * len(s) for s in sequences], 0)
     device = next(actor_critic.parameters()).device
     extra = {'pixel_values': torch.stack([t.pixel_values for t in turns]).to(device)} if turns[0].pixel_values is not None else {}
     last_prompt = torch.tensor([len(t.prompt_ids) - 1 for t in turns], device=device)
     logits, values = actor_critic(ids.to(device), mask.to(device), last_prompt, **extra)
-    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-    token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1).to(device)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    weights, answer = torch.zeros_like(token_logp), torch.zeros_like(token_logp)
-    for row, t in enumerate(turns):
-        start = len(t.prompt_ids) - 1    # the logit at position p predicts token p + 1
-        weights[row, start:start + len(t.answer_ids)] = torch.tensor(t.weights)
-        answer[row, start:start + len(t.answer_ids)] = 1.0
-    return (token_logp * weights).sum(-1), (entropy * answer).sum(-1) / answer.sum(-1).clamp_min(1), values
+    width = max(1, max(len(t.answer_ids) for t in turns))
+    # the logit at position p predicts token p + 1: a turn's k-th answer token is read at len(prompt) - 1 + k
+    at = torch.tensor([[len(t.prompt_ids) - 1 + min(k, max(len(t.answer_ids) - 1, 0)) for k in range(width)] for t in turns], device=device)
+    logp = torch.log_softmax(logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature, dim=-1)
+    answer = _answer_rows([[1.0] * len(t.answer_ids) for t in turns], width, device)
+    token_logp = logp.gather(-1, ids.to(device).gather(1, at + 1)[..., None]).squeeze(-1) * answer
+    return token_logp, -(logp.exp() * logp).sum(-1) * answer, values
+
+def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
+    "Weighted log-probabilities (the official turn log-probability), mean answer-token entropies and values of `turns` (with gradients if enabled)."
+    token_logp, entropy, values = score_tokens(actor_critic, turns, temperature, pad_id)
+    weights = _answer_rows([t.weights for t in turns], token_logp.shape[1], token_logp.device)
+    answer = _answer_rows([[1.0] * len(t.answer_ids) for t in turns], token_logp.shape[1], token_logp.device)
+    return (token_logp * weights).sum(-1), entropy.sum(-1) / answer.sum(-1).clamp_min(1), values
+
+def remember(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int) -> list[Turn]:
+    "Store in each of `turns` what PPO later compares against: its log-probabilities (per token and the weighted sum) and its value, now."
+    with torch.no_grad():
+        token_logp, _, values = score_tokens(actor_critic, turns, temperature, pad_id)
+    weights = _answer_rows([t.weights for t in turns], token_logp.shape[1], token_logp.device)
+    for t, row, total, value in zip(turns, token_logp.tolist(), (token_logp * weights).sum(-1).tolist(), values.tolist()):
+        t.token_logprobs, t.logprob, t.value = row[:len(t.answer_ids)], total, value
+    return turns
 
 # %% ../nbs/08_rl.ipynb #40789e4d
 @dataclass
@@ -156,36 +179,47 @@ def training_episodes(task, seed: int):
 # %% ../nbs/08_rl.ipynb #b1d27714
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
-            env_kwargs: dict | None = None, generator=generate, official_budget: bool = False) -> Rollout:
-    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered; episodes are seeded by `seed`."
+            env_kwargs: dict | None = None, generator=generate, official_budget: bool = False,
+            group_size: int | None = None) -> Rollout:
+    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
+    size = group_size or 1
+    if n_envs % size: raise ValueError(f"n_envs must be a multiple of group_size, got {n_envs} and {group_size}")
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
-    episodes_from = training_episodes(task, seed)
-    states = [episodes_from(e) + ({'turns': 0, 'reward': 0.0},) for e in envs]
+    episodes_from, hands, episode_ids = training_episodes(task, seed), itertools.count(), itertools.count()
+    states = [None] * n_envs     # per environment: observation, info, the episode's tally, (hand, episode); None: waiting
+    def deal(group: int):        # the group's environments start the next training hand together
+        members, hand = range(group * size, (group + 1) * size), next(hands)
+        first = episodes_from(envs[members[0]])
+        for i in members:
+            obs, info = first if i == members[0] else start_episode(envs[i], task, 'train', envs[members[0]].np_random_seed)
+            states[i] = (obs, info, {'turns': 0, 'reward': 0.0}, (hand, next(episode_ids)))
+    for group in range(n_envs // size): deal(group)
     turns, episodes, tokens, round_ = [], [], TokenCount(), 0
-    while len(turns) < steps:
-        live = list(range(min(n_envs, steps - len(turns))))
+    def playing() -> list[int]:   # groups play every episode to its end; otherwise the buffer stops at exactly `steps` turns
+        if group_size: return [i for i in range(n_envs) if states[i] is not None]
+        return list(range(min(n_envs, steps - len(turns))))
+    while live := playing():
         batch = [_observation(task, *states[i][:2]) for i in live]
         out = generator(policy, batch, temperature, seed=hash((seed, round_)) % 2**63, max_new_tokens=max_new_tokens)
         tokens, round_ = tokens + out.tokens, round_ + 1
         new = [Turn(p, a, action_weights(tokenizer, a, ACTION_KEYS[task.env], thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))]
-        with torch.no_grad():
-            logprobs, _, values = score(actor_critic, new, temperature, tokenizer.pad_token_id)
-        for turn, text, logprob, value in zip(new, out.texts, logprobs.tolist(), values.tolist()):
+        for turn, text in zip(remember(actor_critic, new, temperature, tokenizer.pad_token_id), out.texts):
             obs, reward, terminated, truncated, info = envs[turn.env].step(text)
-            episode = states[turn.env][2]
+            _, _, episode, (turn.hand, turn.episode) = states[turn.env]
             episode['turns'] += 1; episode['reward'] += reward
-            turn.logprob, turn.value, turn.reward = logprob, value, float(reward)
+            turn.reward = float(reward)
             turn.done = terminated or truncated or (not official_budget and info['tries_left'] == 0)
             turn.truncated = official_budget and truncated and not terminated
             turn.success = bool(terminated and info['verdict'].correct)
             turns.append(turn)
-            if turn.done:
-                episodes.append({**episode, 'success': turn.success})
-                states[turn.env] = episodes_from(envs[turn.env]) + ({'turns': 0, 'reward': 0.0},)
-            else:
-                states[turn.env] = (obs, info, episode)
+            if turn.done: episodes.append({**episode, 'success': turn.success})
+            states[turn.env] = None if turn.done else (obs, info, episode, states[turn.env][3])
+        for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
+            if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
+                deal(group)
+    if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens)   # every episode ended: nothing to bootstrap
     last = _values(actor_critic, policy, [_observation(task, *states[i][:2]) for i in range(n_envs)])
     return Rollout(turns, last, episodes, tokens)
 
@@ -202,26 +236,64 @@ def gae(turns: list[Turn], last_values: list[float], gamma: float = 0.9, lam: fl
         next_value[t.env], next_advantage[t.env] = t.value, advantages[i]
     return advantages, returns
 
-# %% ../nbs/08_rl.ipynb #376dfa1e
-def _k3(log_ratio: torch.Tensor) -> float:
-    "The k3 estimate of KL(old ‖ new) from per-turn log-ratios; the ratio capped at e^20 so one runaway turn reads as large, not inf."
-    log_ratio = log_ratio.detach().double().clamp(max=20.0)
-    return float((torch.exp(log_ratio) - 1 - log_ratio).mean())
+# %% ../nbs/08_rl.ipynb #ce4e8eda
+def group_advantages(turns: list[Turn], gamma: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    "Advantages without a critic: each turn's discounted return minus the mean return of its hand's turns at the same place in their episodes."
+    returns, following = np.zeros(len(turns)), {}
+    for i in reversed(range(len(turns))):
+        t = turns[i]
+        returns[i] = following[t.episode] = t.reward + gamma * following.get(t.episode, 0.0)
+    cohorts, place = {}, {}
+    for i, t in enumerate(turns):   # a turn's cohort: its hand's turns at the same place in their episodes
+        place[t.episode] = place.get(t.episode, -1) + 1
+        cohorts.setdefault((t.hand, place[t.episode]), []).append(i)
+    advantages = np.zeros(len(turns))
+    for idx in cohorts.values(): advantages[idx] = returns[idx] - returns[idx].mean()
+    return advantages, returns
 
-def ppo_loss(logprob, old_logprob, advantages, value, old_value, returns, clip: float = 0.1,
-             value_coef: float = 0.5, ratio_fallback: float = 10.0, value_clip: float | None = 0.1) -> tuple[torch.Tensor, dict]:
-    "The clipped PPO objective of a minibatch (to minimise) and its parts; `value_clip=None` leaves the value loss unclipped."
-    ratio = torch.exp(logprob - old_logprob)
-    clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * advantages
-    policy_loss = -clipped.mean() if bool((ratio > ratio_fallback).any()) else -torch.min(ratio * advantages, clipped).mean()
+# %% ../nbs/08_rl.ipynb #376dfa1e
+RATIOS = ('turn', 'token', 'sequence_mean')
+
+def _k3(log_ratio: torch.Tensor, tokens: torch.Tensor | None = None) -> float:
+    "The k3 estimate of KL(old ‖ new) from log-ratios (averaged over `tokens` where given); the ratio capped at e^20 so one runaway reads as large, not inf."
+    log_ratio = log_ratio.detach().double().clamp(max=20.0)
+    k3 = torch.exp(log_ratio) - 1 - log_ratio
+    return float(k3.mean() if tokens is None else (k3 * tokens).sum() / tokens.sum().clamp_min(1))
+
+def _log_ratios(logprob, old_logprob, weights, ratio: str):
+    "The log of the probability ratio PPO clips: each turn's ([turns]) or each answer token's ([turns, tokens])."
+    delta = (logprob - old_logprob) * (weights > 0)
+    turn = (delta * weights).sum(-1)              # log of the product of the tokens' ratios, thought tokens at their weight
+    if ratio == 'turn': return turn
+    if ratio == 'sequence_mean': return turn / weights.sum(-1).clamp_min(1e-8)
+    return delta
+
+def ppo_loss(logprob, old_logprob, advantages, value, old_value, returns, clip: float = 0.1, value_coef: float = 0.5,
+             ratio_fallback: float = 10.0, value_clip: float | None = 0.1, weights=None, ratio: str = 'turn') -> tuple[torch.Tensor, dict]:
+    "The clipped PPO objective of a minibatch (to minimise) and its parts, from each turn's log-probability or, with `weights`, each answer token's."
+    if ratio not in RATIOS: raise ValueError(f"ratio must be one of {RATIOS}, got {ratio!r}")
+    if weights is None and ratio != 'turn': raise ValueError(f"ratio {ratio!r} needs per-token log-probabilities and their weights")
+    log_ratio = logprob - old_logprob if weights is None else _log_ratios(logprob, old_logprob, weights, ratio)
+    per_token = log_ratio.dim() == 2
+    ratios = torch.exp(log_ratio.clamp(max=20.0))   # past e^20 the fallback takes a ratio either way
+    gain = advantages[:, None] if per_token else advantages
+    clipped = torch.clamp(ratios, 1 - clip, 1 + clip) * gain
+    fallback = ratios > ratio_fallback                    # official: one turn's ratio above 10 and the minibatch keeps only the clipped term
+    if not per_token: fallback = fallback.any().expand_as(ratios)
+    surrogate = torch.where(fallback, clipped, torch.minimum(ratios * gain, clipped))
+    if per_token: surrogate = (surrogate * weights).sum(-1) / weights.sum(-1).clamp_min(1e-8)   # each turn counts once
+    policy_loss = -surrogate.mean()
     value_loss = 0.5 * (value - returns) ** 2
     if value_clip is not None:
         value_clipped = old_value + torch.clamp(value - old_value, -value_clip, value_clip)
         value_loss = torch.max(value_loss, 0.5 * (value_clipped - returns) ** 2)
     value_loss = value_loss.mean()
+    tokens = None if weights is None else (weights > 0).to(ratios.dtype)
+    outside = ((ratios - 1).abs() > clip).to(ratios.dtype)
     stats = {'policy_loss': policy_loss.item(), 'value_loss': value_loss.item(),
-             'clip_fraction': ((ratio - 1).abs() > clip).float().mean().item(),
-             'approx_kl': _k3(logprob - old_logprob)}
+             'clip_fraction': float((outside * tokens).sum() / tokens.sum().clamp_min(1) if per_token else outside.mean()),
+             'approx_kl': _k3(logprob - old_logprob, tokens),
+             'turn_kl': _k3(log_ratio if weights is None else _log_ratios(logprob, old_logprob, weights, 'turn'))}
     return policy_loss + value_coef * value_loss, stats
 
 # %% ../nbs/08_rl.ipynb #51b49ec1
@@ -231,7 +303,7 @@ class RLRun:
     task: str = 'gp-l'
     init: str = ''                  # the checkpoint RL starts from (an SFT checkpoint; the base for Fig. 9)
     updates: int = 2
-    steps: int = 16                 # turns per update (the rollout buffer)
+    steps: int = 16                 # turns per update (the rollout buffer; with a group baseline, at least this many)
     n_envs: int = 8                 # environments played side by side
     minibatch: int = 8
     accumulation: int = 1           # minibatches whose gradients add up to one optimizer step (official: 128 single turns)
@@ -260,12 +332,27 @@ class RLRun:
     verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
     official_budget: bool = False   # play the unverified −1 call after the last try, and bootstrap across it (official)
     backend: str = 'transformers'   # rollout generation: transformers `generate`, or 'vllm' on GPUs (sftrl.generate)
+    ratio: str = 'turn'             # the ratio PPO clips: 'turn' (official: the product of its tokens'), 'token', 'sequence_mean' (GSPO)
+    group_size: int | None = None   # episodes per hand, advantages against the hand's mean return (GRPO) instead of the critic's; None: the critic
+    kl_probes: int = 8              # prompts per evaluation split on which KL to the Init is logged after every update (0: none)
+
+    def __post_init__(self):
+        if self.ratio not in RATIOS: raise ValueError(f"ratio must be one of {RATIOS}, got {self.ratio!r}")
+        if self.group_size is not None and (self.group_size < 2 or self.n_envs % self.group_size):
+            raise ValueError(f"group_size must be >= 2 and divide n_envs ({self.n_envs}), got {self.group_size}")
+
+    @property
+    def turns_per_step(self) -> int:
+        "Turns whose gradients make one optimizer step."
+        return self.minibatch * self.accumulation
 
 # The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
 PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
+TINY_LEARNING_RATES = (1e-5, 3e-5, 1e-4)   # the tiny recipe's learning rate is chosen among these (`choose_learning_rate`)
 RL_PRESETS = {
-    'smoke': RLRun(max_new_tokens=48),
-    'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, learning_rate=1e-6, max_new_tokens=128, checkpoints=4),
+    'smoke': RLRun(max_new_tokens=48, ratio='token', temperature=1.0, ppo_epochs=2, accumulation=2, kl_probes=2),
+    'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, accumulation=8, ppo_epochs=2, learning_rate=3e-5,
+                  temperature=1.0, ratio='token', max_new_tokens=128, checkpoints=4),
     'paper': RLRun(steps=256, n_envs=32, minibatch=1, accumulation=128, official_budget=True, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
 }
 
@@ -281,9 +368,10 @@ def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
     return replace(RL_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
 
 # %% ../nbs/08_rl.ipynb #575b9c0e
-def _minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(n)
-    return [order[i:i + size] for i in range(0, n, size)]
+def _minibatches(n: int, size: int, accumulation: int, rng: np.random.Generator) -> list[np.ndarray]:
+    "A shuffle of `n` turns cut into minibatches of about `size`, as many as fill whole optimizer steps of `accumulation` minibatches."
+    if n < accumulation: raise ValueError(f"{n} turns cannot fill one optimizer step of {accumulation} minibatches")
+    return np.array_split(rng.permutation(n), accumulation * max(1, round(n / (size * accumulation))))
 
 def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
                rng: np.random.Generator, reference=None) -> dict:
@@ -291,38 +379,72 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
     if accelerator.gradient_accumulation_steps != run.accumulation:
         raise ValueError(f"the accelerator accumulates {accelerator.gradient_accumulation_steps} minibatches, the run {run.accumulation}: "
                          "make it with Accelerator(gradient_accumulation_steps=run.accumulation)")
-    if math.ceil(len(rollout.turns) / run.minibatch) % run.accumulation:
-        raise ValueError(f"{len(rollout.turns)} turns in minibatches of {run.minibatch} do not fill whole steps of {run.accumulation}")
-    advantages, returns = gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
+    grouped = run.group_size is not None
+    advantages, returns = group_advantages(rollout.turns, run.gamma) if grouped else gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    tensor = lambda values, idx: torch.tensor(np.asarray(values)[idx], dtype=torch.float32)
+    device = next(actor_critic.parameters()).device
+    tensor = lambda values, idx: torch.tensor(np.asarray(values)[idx], dtype=torch.float32, device=device)
     params = [p for p in actor_critic.parameters() if p.requires_grad]
     if reference is not None: reference = ActorCritic(reference, accelerator.unwrap_model(actor_critic).value_head)
     stats, trained = [], TokenCount()
     optimizer.zero_grad()
-    for _ in range(run.ppo_epochs):
-        for idx in _minibatches(len(rollout.turns), run.minibatch, rng):
+    for epoch in range(run.ppo_epochs):
+        for idx in _minibatches(len(rollout.turns), run.minibatch, run.accumulation, rng):
             # accelerate adds up `run.accumulation` minibatches (loss scaled, gradients synced and stepped on the last)
             with accelerator.accumulate(actor_critic):
                 turns = [rollout.turns[i] for i in idx]
-                logprob, entropy, value = score(actor_critic, turns, run.temperature, pad_id)
-                loss, parts = ppo_loss(logprob, tensor([t.logprob for t in rollout.turns], idx), tensor(normalised, idx),
-                                       value, tensor([t.value for t in rollout.turns], idx), tensor(returns, idx),
-                                       run.clip, run.value_coef, run.ratio_fallback, run.value_clip)
+                token_logp, entropy, value = score_tokens(actor_critic, turns, run.temperature, pad_id)
+                rows = lambda values: _answer_rows(values, token_logp.shape[1], device)
+                weights, answer = rows([t.weights for t in turns]), rows([[1.0] * len(t.answer_ids) for t in turns])
+                loss, parts = ppo_loss(token_logp, rows([t.token_logprobs for t in turns]), tensor(normalised, idx), value,
+                                       tensor([t.value for t in rollout.turns], idx), tensor(returns, idx), run.clip,
+                                       0.0 if grouped else run.value_coef, run.ratio_fallback, run.value_clip, weights, run.ratio)
                 if run.kl_coef and reference is not None:
                     with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
-                    log_ratio = ref_logprob - logprob
+                    log_ratio = ref_logprob - (token_logp * weights).sum(-1)
                     loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
-                loss = loss - run.entropy_coef * entropy.mean()
+                mean_entropy = (entropy.sum(-1) / answer.sum(-1).clamp_min(1)).mean()
+                loss = loss - run.entropy_coef * mean_entropy
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, run.max_grad_norm)
                     optimizer.step(); optimizer.zero_grad()
-            stats.append({**parts, 'entropy': entropy.mean().item()})
+            stats.append({**parts, 'entropy': mean_entropy.item(), 'epoch': epoch})
             trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
+    return _update_stats(pd.DataFrame(stats), rollout, returns, grouped, trained)
+
+def _update_stats(stats: pd.DataFrame, rollout: Rollout, returns: np.ndarray, grouped: bool, trained: TokenCount) -> dict:
+    "Means over the minibatches; the update's KL from its last epoch, where every turn is read once just before its step."
     values = np.array([t.value for t in rollout.turns])
-    explained = 1 - np.var(returns - values) / np.var(returns) if np.var(returns) > 0 else float('nan')
-    return {**pd.DataFrame(stats).mean().to_dict(), 'explained_variance': float(explained), 'trained': trained}
+    explained = 1 - np.var(returns - values) / np.var(returns) if np.var(returns) > 0 and not grouped else float('nan')
+    last = stats[stats.epoch == stats.epoch.max()]
+    return {**stats.drop(columns='epoch').mean().to_dict(), 'approx_kl': float(last.approx_kl.mean()),
+            'explained_variance': float(explained), 'buffer_turns': len(rollout.turns), 'trained': trained}
+
+# %% ../nbs/08_rl.ipynb #8a319441
+def _env_kwargs(run: RLRun) -> dict:
+    return env_settings(run.task, run.resolution, run.verifier)
+
+def kl_probes(policy: Policy, value_head, run: RLRun) -> dict[str, list[Turn]]:
+    "Fixed prompts to read KL to the Init on: the openings of `run.kl_probes` seeded episodes of each evaluation split, each with an answer the Init samples and its log-probabilities."
+    task, probes = get_task(run.task), {}
+    for split in task.splits:
+        env = make_env(task, split, **_env_kwargs(run))
+        batch = [_observation(task, *start_episode(env, task, split, s, index=k)) for k, s in enumerate(evaluation_seeds(0, run.kl_probes))]
+        out = generate(policy, batch, run.temperature, seed=run.seed, max_new_tokens=run.max_new_tokens)
+        probes[split] = remember(ActorCritic(policy.model, value_head), [
+            Turn(p, a, action_weights(policy.tokenizer, a, ACTION_KEYS[task.env], run.thought_weight, run.skip_first), px, 0.0, 0.0)
+            for p, a, px in zip(out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))], run.temperature, policy.tokenizer.pad_token_id)
+    return probes
+
+def kl_to_init(actor_critic: ActorCritic, probes: dict[str, list[Turn]], temperature: float, pad_id: int) -> dict[str, float]:
+    "KL(Init ‖ policy) per answer token on each split's probes: the k3 estimate on the Init's own samples."
+    kl = {}
+    for split, turns in probes.items():
+        with torch.no_grad(): token_logp = score_tokens(actor_critic, turns, temperature, pad_id)[0]
+        rows = lambda values: _answer_rows(values, token_logp.shape[1], token_logp.device)
+        kl[f'kl_init_{split}'] = _k3(token_logp - rows([t.token_logprobs for t in turns]), rows([t.weights for t in turns]) > 0)
+    return kl
 
 # %% ../nbs/08_rl.ipynb #e0db6c3d
 def init_tokens(init: str) -> int:
@@ -361,6 +483,15 @@ def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int 
         if (folder / 'done').exists(): return folder
         return _train(run, folder, progress, stop_after, installed_trackers() if report_to is None else report_to)
 
+def _probes(folder: Path, run: RLRun, policy: Policy, value_head, fresh: bool, device) -> dict:
+    "The run's KL probes: made once from the Init (`policy` itself on a fresh start) and kept in the run's folder."
+    path = folder / 'kl_probes.pt'
+    if not run.kl_probes: return {}
+    if path.exists(): return torch.load(path, weights_only=False)
+    probes = kl_probes(policy if fresh else load_policy(run.init, device=device), value_head, run)
+    torch.save(probes, path)
+    return probes
+
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
     accelerator = Accelerator(cpu=not on_gpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
                               project_dir=str(folder))
@@ -385,8 +516,11 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
-    env_kwargs = env_settings(run.task, run.resolution, run.verifier)
-    generate_with = generator(policy, run.backend)
+    generate_with, pad_id = generator(policy, run.backend), policy.tokenizer.pad_token_id
+    bare = accelerator.unwrap_model(actor_critic)
+    with accelerator.autocast():
+        probes = _probes(folder, run, Policy(bare.model, policy.tokenizer, policy.processor, policy.kind), bare.value_head,
+                         not resumed, accelerator.device) if accelerator.is_main_process else {}
     for update in tqdm(range(start, run.updates), initial=start, total=run.updates, disable=not progress, desc=f'RL {run.task}'):
         if stop_after is not None and update >= stop_after: return folder
         bare = accelerator.unwrap_model(actor_critic)
@@ -395,15 +529,16 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
         with accelerator.autocast():   # the rollout's old log-probabilities in the precision the update computes
             rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
-                              run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, env_kwargs, generate_with,
-                              run.official_budget)
+                              run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, _env_kwargs(run), generate_with,
+                              run.official_budget, run.group_size)
         scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
-        stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, policy.tokenizer.pad_token_id, rng, reference)
+        stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, pad_id, rng, reference)
         scheduler.step()
         stats['rank_checksums'] = _rank_checksums(accelerator, actor_critic)
         totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
                   'd_rl': totals['d_rl'] + scored.total}
         if accelerator.is_main_process:
+            with accelerator.autocast(): stats.update(kl_to_init(bare, probes, run.temperature, pad_id))
             compute = rl_compute(run.task, n_params, d_init, totals)
             _log(accelerator, folder, run, update + 1, rollout, stats, compute, scheduler.get_last_lr()[0])
             _save_state(folder, update + 1, unwrapped, bare.value_head, optimizer, scheduler, rng, totals)
@@ -456,3 +591,18 @@ def rl_checkpoints(folder) -> pd.DataFrame:
     rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)} for c in Path(folder).glob('checkpoint-*')]
     table = pd.DataFrame(rows)
     return table.assign(gflops=table.flops / 1e9, paper_gflops=table.paper_flops / 1e9).sort_values('update', ignore_index=True)
+
+# %% ../nbs/08_rl.ipynb #37fb3a40
+def learning_rate_sweep(logs: dict[float, pd.DataFrame], max_kl: float = 0.05, metric: str = 'success_rate') -> pd.DataFrame:
+    "One row per learning rate of a sweep (`rl_log`s by rate): its mean `metric` over the last half of its updates, its largest `approx_kl`, whether it stays within `max_kl`, and the one the rule chooses."
+    rows = [{'learning_rate': rate, 'reward': float(log[metric].iloc[len(log) // 2:].mean()), 'max_kl': float(log.approx_kl.max()),
+             'updates': len(log)} for rate, log in sorted(logs.items())]
+    table = pd.DataFrame(rows, columns=['learning_rate', 'reward', 'max_kl', 'updates'])
+    table['admissible'] = (table.max_kl <= max_kl) & table.reward.notna()
+    best = table[table.admissible].sort_values(['reward', 'learning_rate'], ascending=[False, True]).head(1)
+    return table.assign(chosen=table.index.isin(best.index))
+
+def choose_learning_rate(logs: dict[float, pd.DataFrame], max_kl: float = 0.05, metric: str = 'success_rate') -> float | None:
+    "The tiny recipe's rule: the rate with the highest mean ID rollout `metric` over the last half of its updates among those whose every update kept `approx_kl` <= `max_kl` (a tie: the smaller rate); None if none did."
+    chosen = learning_rate_sweep(logs, max_kl, metric).query('chosen')
+    return float(chosen.learning_rate.iloc[0]) if len(chosen) else None

@@ -1,5 +1,7 @@
 "RL beyond the chapter (data parallel over 2 CPU processes: tests/test_launch.py): masks, scripted rollouts on V-IRL, bad runs."
 
+import json
+
 import pytest
 import torch
 
@@ -73,3 +75,22 @@ def test_rl_reports_every_update_to_the_accelerate_trackers(tmp_path, policy):
     assert [step for step, _ in recorder.rows] == [1, 2]
     assert recorder.config['learning_rate'] == run.learning_rate and 'viter' not in recorder.config   # None values left out
     assert {'mean_reward', 'success_rate', 'clip_fraction', 'explained_variance', 'flops'} <= set(recorder.rows[0][1])
+
+
+def test_the_learning_rate_sweep_script_prints_each_update_and_applies_the_rule(tmp_path, policy, capsys):
+    "benchmarks/rl_lr_sweep.py on a smoke policy, 2 updates a rate: the per-update table, the rule's table, the choice."
+    import runpy
+    from pathlib import Path
+    from sftrl.models import save_policy
+    from sftrl.rl import TINY_LEARNING_RATES, choose_learning_rate, rl_log
+    script = runpy.run_path(str(Path(__file__).parents[1] / 'benchmarks' / 'rl_lr_sweep.py'))
+    init = save_policy(policy, tmp_path / 'init')
+    chosen, table = script['main']([str(init), 'gp-l', '--updates', '2', '--preset', 'smoke', '--root', str(tmp_path / 'runs'), '--set',
+                                    'steps=4', 'n_envs=2', 'minibatch=2', 'max_new_tokens=8', 'viter=2', 'kl_probes=1'])
+    out = capsys.readouterr().out
+    assert out.count('learning rate ') == 3 and 'approx_kl' in out and 'clip_fraction' in out and 'kl_init_id' in out
+    assert list(table.learning_rate) == list(TINY_LEARNING_RATES) and list(table.updates) == [2, 2, 2]
+    if chosen is None: assert not table.admissible.any() and 'sweep smaller rates' in out
+    else: assert table.query('chosen').learning_rate.tolist() == [chosen] and f'chosen learning rate: {chosen:g}' in out
+    logs = {json.loads(f.read_text())['learning_rate']: rl_log(f.parent) for f in (tmp_path / 'runs').glob('rl-*/run.json')}
+    assert choose_learning_rate(logs) == chosen

@@ -144,3 +144,52 @@ def test_virl_turns_after_a_correct_move_start_a_new_chat(policy, head):
             assert ('You failed this trial' in decode(t.prompt_ids)) == retry      # only a retry carries the feedback
             assert not t.done or (retry and t.success)                               # episodes end at the route's end
     assert rollout.episodes and all(e['success'] and e['turns'] % 2 == 0 for e in rollout.episodes)
+
+
+def test_remember_stores_per_token_log_probabilities_that_add_up_to_the_turns(policy, head):
+    from sftrl.rl import remember
+    rollout = collect(policy, head, 'gp-l', steps=4, n_envs=2, seed=1, max_new_tokens=8)
+    for t in rollout.turns:
+        assert len(t.token_logprobs) == len(t.answer_ids)
+        assert abs(sum(w * lp for w, lp in zip(t.weights, t.token_logprobs)) - t.logprob) < 1e-4
+    again = remember(ActorCritic(policy.model, head), [Turn(t.prompt_ids, t.answer_ids, t.weights, None, 0.0, 0.0) for t in rollout.turns],
+                     1.0, policy.tokenizer.pad_token_id)
+    assert all(abs(a.logprob - t.logprob) > 1e-6 for a, t in zip(again, rollout.turns))   # another temperature, other log-probabilities
+
+
+def _openings(turns):
+    first = {}
+    for t in turns: first.setdefault(t.episode, (t.hand, tuple(t.prompt_ids)))
+    return first
+
+
+def test_a_group_plays_one_hand_per_episode_to_the_end(policy, head):
+    "group_size 3 on 6 environments: every hand is dealt to 3 of them, every episode ends in the buffer, however many turns that takes."
+    rollout = collect(policy, head, 'gp-l', steps=10, n_envs=6, seed=2, generator=scripted(right_on=2), group_size=3)
+    assert len(rollout.turns) == 18 and len(rollout.episodes) == 6 and all(e['success'] for e in rollout.episodes)
+    openings = _openings(rollout.turns)
+    by_hand = {}
+    for hand, opening in openings.values(): by_hand.setdefault(hand, set()).add(opening)
+    assert len(by_hand) == 2 and all(len(o) == 1 for o in by_hand.values())                 # 3 episodes of one hand open alike
+    assert len({next(iter(o)) for o in by_hand.values()}) == 2                              # and the two hands differ
+    assert sum(t.done for t in rollout.turns) == len(rollout.episodes) == len(openings)
+    assert rollout.last_values == [0.0] * 6
+
+
+def test_a_group_waits_for_its_slowest_episode_before_the_next_hand(policy, head):
+    "Row 0 of a batch solves its hand on a first try, every other answer is wrong: a group deals its next hand only when all its episodes ended."
+    def first_row_right(policy, batch, temperature=0.0, seed=0, max_new_tokens=256):
+        first_try = lambda item: not any(m['role'] == 'assistant' for m in item['messages'])
+        texts = [oracle_answer('gp-l', {}, item['info']) if k == 0 and first_try(item) else WRONG for k, item in enumerate(batch)]
+        prompts = [encode(policy, [item])['input_ids'][0].tolist() for item in batch]
+        answers = [policy.tokenizer(t)['input_ids'] + [policy.tokenizer.eos_token_id] for t in texts]
+        return Generation(texts, prompts, answers, TokenCount())
+    rollout = collect(policy, head, 'gp-l', steps=6, n_envs=2, seed=0, viter=3, generator=first_row_right, group_size=2)
+    # env 0 waits while env 1 tries 3 times; the second hand starts at 4 turns, and plays to its end past the 6 asked for
+    assert [(t.env, t.hand) for t in rollout.turns] == [(0, 0), (1, 0), (1, 0), (1, 0), (0, 1), (1, 1), (1, 1), (1, 1)]
+    assert [e['success'] for e in rollout.episodes] == [True, False, True, False]
+
+
+def test_groups_must_divide_the_environments(policy, head):
+    with pytest.raises(ValueError, match='n_envs must be a multiple of group_size'):
+        collect(policy, head, 'gp-l', steps=4, n_envs=3, seed=0, group_size=2)
