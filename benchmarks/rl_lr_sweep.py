@@ -29,8 +29,9 @@ def sweep(init, task, updates=4, preset='tiny', rates=TINY_LEARNING_RATES, root=
     print(f'\nthe rule: mean rollout success over the last half of the updates, among rates with approx_kl <= {max_kl} in every update')
     print(table.to_string(index=False))
     chosen = choose_learning_rate(logs, max_kl)
-    print(f'chosen learning rate: {chosen:g}' if chosen is not None else
-          f'no rate kept approx_kl <= {max_kl} in every update: sweep smaller rates')
+    if chosen is not None: print(f'chosen learning rate: {chosen:g}')
+    elif not table.within_kl.any(): print(f'no rate kept approx_kl <= {max_kl} in every update: sweep smaller rates')
+    else: print('no episode ended in the last half of the updates of any rate within the bound: more turns per update (steps)')
     return chosen, table
 
 

@@ -116,7 +116,8 @@ def score_tokens(actor_critic: ActorCritic, turns: list[Turn], temperature: floa
     at = torch.tensor([[len(t.prompt_ids) - 1 + min(k, max(len(t.answer_ids) - 1, 0)) for k in range(width)] for t in turns], device=device)
     logp = torch.log_softmax(logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature, dim=-1)
     answer = _answer_rows([[1.0] * len(t.answer_ids) for t in turns], width, device)
-    token_logp = logp.gather(-1, ids.to(device).gather(1, at + 1)[..., None]).squeeze(-1) * answer
+    targets = ids.to(device).gather(1, (at + 1).clamp(max=ids.shape[1] - 1))   # clamped: a turn without answer tokens reads nothing
+    token_logp = logp.gather(-1, targets[..., None]).squeeze(-1) * answer
     return token_logp, -(logp.exp() * logp).sum(-1) * answer, values
 
 def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
@@ -379,6 +380,8 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
     if accelerator.gradient_accumulation_steps != run.accumulation:
         raise ValueError(f"the accelerator accumulates {accelerator.gradient_accumulation_steps} minibatches, the run {run.accumulation}: "
                          "make it with Accelerator(gradient_accumulation_steps=run.accumulation)")
+    if any(len(t.token_logprobs) != len(t.answer_ids) for t in rollout.turns):
+        raise ValueError("every turn needs its log-probabilities from when it was played: play turns with `collect`, or call `remember` on them")
     grouped = run.group_size is not None
     advantages, returns = group_advantages(rollout.turns, run.gamma) if grouped else gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -594,11 +597,12 @@ def rl_checkpoints(folder) -> pd.DataFrame:
 
 # %% ../nbs/08_rl.ipynb #37fb3a40
 def learning_rate_sweep(logs: dict[float, pd.DataFrame], max_kl: float = 0.05, metric: str = 'success_rate') -> pd.DataFrame:
-    "One row per learning rate of a sweep (`rl_log`s by rate): its mean `metric` over the last half of its updates, its largest `approx_kl`, whether it stays within `max_kl`, and the one the rule chooses."
+    "One row per learning rate of a sweep (`rl_log`s by rate): its mean `metric` over the last half of its updates (NaN: no episode ended there), its largest `approx_kl`, whether it counts, and the one the rule chooses."
     rows = [{'learning_rate': rate, 'reward': float(log[metric].iloc[len(log) // 2:].mean()), 'max_kl': float(log.approx_kl.max()),
              'updates': len(log)} for rate, log in sorted(logs.items())]
     table = pd.DataFrame(rows, columns=['learning_rate', 'reward', 'max_kl', 'updates'])
-    table['admissible'] = (table.max_kl <= max_kl) & table.reward.notna()
+    table['within_kl'] = table.max_kl <= max_kl
+    table['admissible'] = table.within_kl & table.reward.notna()
     best = table[table.admissible].sort_values(['reward', 'learning_rate'], ascending=[False, True]).head(1)
     return table.assign(chosen=table.index.isin(best.index))
 

@@ -269,6 +269,10 @@ def test_bad_options_say_what_to_choose():
         rl_run('smoke', 'gp-l', init='x', group_size=3)
     with pytest.raises(ValueError, match='group_size must be >= 2'):
         RLRun(group_size=1)
+    bare = Turn([1, 2], [3, 4], [1.0, 1.0], None, 0.0, 0.0)                  # never scored: no old log-probabilities
+    with pytest.raises(ValueError, match='call `remember` on them'):
+        ppo_update(None, None, Accelerator(cpu=True), Rollout([bare], [0.0], [], TokenCount()), rl_run('smoke', 'gp-l', accumulation=1), 0,
+                   np.random.default_rng(0))
     with pytest.raises(ValueError, match='needs per-token'):
         ppo_loss(torch.zeros(2), torch.zeros(2), torch.ones(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), ratio='sequence_mean')
 
