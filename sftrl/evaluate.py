@@ -186,7 +186,9 @@ def read_log(path) -> tuple[dict | None, dict[int, list[dict]]]:
         elif kind == 'step':
             if row['veri_step'] == 0: pending[i] = []    # an episode played again after a cut
             pending.setdefault(i, []).append(row)
-        elif kind == 'episode' and i not in done: done[i] = pending.pop(i, []) + [row]
+        elif kind == 'episode' and i not in done:
+            steps = pending.pop(i, [])
+            if [r['veri_step'] for r in steps] == list(range(row.get('steps', len(steps)))): done[i] = steps + [row]   # else a step line was lost
     return header, done
 
 def _open_log(path: Path, header: dict) -> dict[int, list[dict]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models as bpe_models, pre_tokenizers, trainers
 from transformers import (AutoConfig, AutoProcessor, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, MllamaConfig, MllamaForConditionalGeneration,
@@ -175,17 +176,29 @@ def _processor_or_none(path: Path):
     if not (path / 'processor_config.json').exists() and not (path / 'preprocessor_config.json').exists(): return None
     return AutoProcessor.from_pretrained(path, local_files_only=True)
 
+def _unreadable(path: Path, error: Exception) -> ValueError:
+    "The one-line error for a checkpoint folder that cannot be read."
+    cause = (str(error).strip().splitlines() or [''])[0][:160]
+    return ValueError(f"checkpoint {path} is corrupt or incomplete ({type(error).__name__}: {cause}); a checkpoint is a folder "
+                      "with config.json, the model's weights and its tokenizer, as save_policy writes it: restore it, or delete "
+                      "the run folder that holds it and run again to rebuild it")
+
+_UNREADABLE = (OSError, ValueError, SafetensorError)   # what transformers, tokenizers and safetensors raise on broken files
+
 def load_policy(name_or_path, *, dtype=None, device=None) -> Policy:
     "Load a policy from a local folder: sftrl's own checkpoints or a real HF checkpoint (Llama, LLaVA, Mllama, Qwen2-VL)."
     path = Path(name_or_path)
     if not (path / 'config.json').exists():
         raise FileNotFoundError(f"{name_or_path!r} not found locally (no config.json there); sftrl never downloads weights: pass a local path")
-    model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+    try: model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+    except _UNREADABLE as e: raise _unreadable(path, e) from e
     if model_type not in MODEL_CLASSES: raise ValueError(f"model type {model_type!r} is not supported; sftrl loads {sorted(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[model_type].from_pretrained(path, local_files_only=True, dtype=dtype)
+    try:
+        model = MODEL_CLASSES[model_type].from_pretrained(path, local_files_only=True, dtype=dtype)
+        processor = _processor_or_none(path)
+        tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except _UNREADABLE as e: raise _unreadable(path, e) from e
     if device is not None: model = model.to(device)
-    processor = _processor_or_none(path)
-    tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(path, local_files_only=True)
     return Policy(model.eval(), tokenizer, processor, 'text' if model_type == 'llama' else 'vision')
 
 # %% ../nbs/04_models.ipynb #3413e5c2

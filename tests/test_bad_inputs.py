@@ -1,0 +1,124 @@
+"""Bad configurations and broken files get clear errors (issue 22): an unknown task, split, preset, verifier, trainer
+arm or experiment is refused in one line that names it and what is allowed; a corrupt checkpoint is refused in one
+line that names its folder and deletes nothing; an evaluation file cut by a kill (a half-written last line, a
+garbled line) is read without that line and the evaluation resumes to the uninterrupted rows."""
+import json
+
+import pandas as pd
+import pytest
+
+from sftrl.cli import main
+from sftrl.evaluate import evaluate, load_evaluation, random_mistake_policy, read_log
+from sftrl.dpo import dpo_run
+from sftrl.grpo import grpo_run
+from sftrl.launch import train
+from sftrl.models import build_text_policy, build_tokenizer, load_policy, save_policy
+from sftrl.rl import rl_run
+from sftrl.sft import sft_run
+from sftrl.study import reproduce, rl_arms, run_experiment, study_preset
+from sftrl.tasks import get_task, make_env, verifier_mode
+
+BAD = {
+    'task': (lambda: get_task('gp-x'), ['gp-x', 'gp-l', 'virl-vl']),
+    'split of GP-L': (lambda: make_env('gp-l', 'ood_visual'), ['ood_visual', 'ood_rule']),
+    'split of V-IRL-L': (lambda: make_env('virl-l', 'test'), ['test', 'train', 'id']),
+    'split of an evaluation': (lambda: evaluate(lambda b: [''] * len(b), 'gp-l', 'nope', n=1, progress=False), ['nope', 'id']),
+    'verifier': (lambda: verifier_mode('gp-l', 'strict'), ['strict', 'exact', 'official']),
+    'SFT preset': (lambda: sft_run('big', 'gp-l'), ['big', 'smoke', 'paper']),
+    'RL preset': (lambda: rl_run('big', 'gp-l'), ['big', 'tiny']),
+    'DPO preset': (lambda: dpo_run('big', 'gp-l'), ['big', 'tiny']),
+    'GRPO preset': (lambda: grpo_run('big', 'gp-l'), ['big', 'tiny']),
+    'study preset': (lambda: study_preset('big'), ['big', 'paper']),
+    'reproduce preset': (lambda: reproduce('big'), ['big', 'smoke']),
+    'experiment': (lambda: reproduce('smoke', only=['fig99'], log=lambda *a: None), ['fig99', 'fig05_compute']),
+    'one experiment': (lambda: run_experiment('fig99', 'smoke'), ['fig99', 'fig06_rule_ood']),
+    'RL arm trainer': (lambda: rl_arms('gp-l', 'smoke', 'init', trainer='a2c'), ['a2c', 'ppo', 'grpo']),
+    'training stage': (lambda: train('dpo', 'gp-l', 'smoke', '', 'runs-none', []), ['dpo', 'sft', 'rl']),
+    'run field': (lambda: train('sft', 'gp-l', 'smoke', '', 'runs-none', ['lr=1']), ["'lr'", 'learning_rate']),
+    'run field type': (lambda: train('sft', 'gp-l', 'smoke', '', 'runs-none', ['learning_rate=fast']), ['fast', 'float']),
+}
+
+
+@pytest.mark.parametrize('name', list(BAD))
+def test_bad_configs_fail_in_one_line_naming_what_is_allowed(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                                  # nothing may be written where the test runs from
+    call, words = BAD[name]
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        call()
+    message = str(error.value)
+    assert '\n' not in message, message
+    for word in words: assert word in message, (word, message)
+    assert not list(tmp_path.iterdir())                          # refused before anything was written
+
+
+@pytest.mark.parametrize('argv,words', [
+    (['reproduce', '--preset', 'big'], ['big', 'smoke']),
+    (['reproduce', '--preset', 'smoke', '--only', 'fig99'], ['fig99', 'fig05_compute']),
+    (['train', 'sft', '--task', 'gp-x'], ['gp-x', 'gp-l']),
+    (['demo', '--split', 'ood_visual'], ['ood_visual', 'vision=False'])])
+def test_the_command_line_says_the_same_in_one_line(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    for word in words: assert word in error, (word, error)
+
+
+# --- a corrupt checkpoint ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    policy = build_text_policy(build_tokenizer(['{"formula": "1+2*3-4=24"}', 'You failed this trial because'] * 20), 'smoke')
+    return save_policy(policy, tmp_path_factory.mktemp('policy') / 'checkpoint')
+
+
+def _broken(checkpoint, tmp_path, name, damage):
+    import shutil
+    folder = tmp_path / name
+    shutil.copytree(checkpoint, folder)
+    damage(folder)
+    return folder
+
+
+@pytest.mark.parametrize('name,damage', [
+    ('weights cut by a kill', lambda f: (f / 'model.safetensors').write_bytes((f / 'model.safetensors').read_bytes()[:5000])),
+    ('empty weights', lambda f: (f / 'model.safetensors').write_bytes(b'')),
+    ('no weights', lambda f: (f / 'model.safetensors').unlink()),
+    ('config cut', lambda f: (f / 'config.json').write_text((f / 'config.json').read_text()[:40])),
+    ('tokenizer cut', lambda f: (f / 'tokenizer.json').write_text((f / 'tokenizer.json').read_text()[:100]))])
+def test_a_corrupt_checkpoint_is_refused_in_one_line_and_kept(checkpoint, tmp_path, name, damage):
+    folder = _broken(checkpoint, tmp_path, name.replace(' ', '_'), damage)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(ValueError) as error:
+        load_policy(folder)
+    message = str(error.value)
+    assert '\n' not in message and f'checkpoint {folder} is corrupt or incomplete' in message, message
+    assert sorted(p.name for p in folder.iterdir()) == before                  # nothing deleted
+    assert load_policy(checkpoint).kind == 'text'                              # the intact one still loads
+
+
+# --- an evaluation file cut by a kill ------------------------------------------------------------------------
+
+def _frames_equal(a, b):
+    for x, y in zip(a, b): pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True))
+
+
+def test_a_cut_or_garbled_evaluation_file_is_read_without_the_bad_lines_and_resumed(tmp_path):
+    policy = random_mistake_policy('gp-l', p=0.6, seed=3)
+    run = lambda out=None, n=8: evaluate(policy, 'gp-l', 'id', n=n, batch_size=3, out=out, progress=False)
+    reference = run()
+    log = tmp_path / 'eval.jsonl'
+    run(log, n=5)
+    lines = log.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    step = next(k for k, r in enumerate(rows) if r['type'] == 'step' and r['sample_id'] == 1)
+    summary = next(k for k, r in enumerate(rows) if r['type'] == 'episode' and r['sample_id'] == 2)
+    for k in (step, summary): lines[k] = lines[k][:25] + '\x00\x00 garbled'    # lines the disk mangled, mid-file
+    log.write_text('\n'.join(lines) + '\n' + lines[-1][:30])                   # and a half-written last line
+    header, done = read_log(log)                                               # readable as it is: bad lines skipped
+    assert header is not None and set(done) == {0, 3, 4}                       # an episode missing a line is not finished
+    steps, episodes = load_evaluation(log)
+    assert list(episodes.sample_id) == [0, 3, 4] and set(steps.sample_id) == {0, 3, 4}
+    _frames_equal(run(log), reference)                                         # resumed: episodes 1, 2, 5-7 played
+    _frames_equal(load_evaluation(log), reference)
