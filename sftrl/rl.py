@@ -178,6 +178,17 @@ def training_episodes(task, seed: int):
     return next_episode
 
 # %% ../nbs/08_rl.ipynb #b1d27714
+def _play(env, turn: Turn, text: str, state: tuple, official_budget: bool) -> tuple | None:
+    "Step `env` on the turn's answer and record in `turn` what it earned; the environment's next state (None: its episode ended)."
+    obs, reward, terminated, truncated, info = env.step(text)
+    _, _, episode, (turn.hand, turn.episode) = state
+    episode['turns'] += 1; episode['reward'] += reward
+    turn.reward = float(reward)
+    turn.done = terminated or truncated or (not official_budget and info['tries_left'] == 0)
+    turn.truncated = official_budget and truncated and not terminated
+    turn.success = bool(terminated and info['verdict'].correct)
+    return None if turn.done else (obs, info, episode, state[3])
+
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
             env_kwargs: dict | None = None, generator=generate, official_budget: bool = False,
@@ -207,16 +218,10 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         new = [Turn(p, a, action_weights(tokenizer, a, ACTION_KEYS[task.env], thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))]
         for turn, text in zip(remember(actor_critic, new, temperature, tokenizer.pad_token_id), out.texts):
-            obs, reward, terminated, truncated, info = envs[turn.env].step(text)
-            _, _, episode, (turn.hand, turn.episode) = states[turn.env]
-            episode['turns'] += 1; episode['reward'] += reward
-            turn.reward = float(reward)
-            turn.done = terminated or truncated or (not official_budget and info['tries_left'] == 0)
-            turn.truncated = official_budget and truncated and not terminated
-            turn.success = bool(terminated and info['verdict'].correct)
+            episode = states[turn.env][2]
+            states[turn.env] = _play(envs[turn.env], turn, text, states[turn.env], official_budget)
             turns.append(turn)
             if turn.done: episodes.append({**episode, 'success': turn.success})
-            states[turn.env] = None if turn.done else (obs, info, episode, states[turn.env][3])
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
             if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
                 deal(group)
