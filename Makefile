@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce demo test slow test-site export clean-nbs readme bench docs
+.PHONY: install reproduce demo test slow test-site export clean-nbs readme bench docs base
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/sftrl reproduce --preset $(or $(PRESET),tiny)
+
+# Rebuild the tiny text and vision bases and commit them to ledger/base/ (after a change to the base chapters;
+# about 20 and 60 min on 2 cores); `git add ledger` afterwards. A fresh clone finds them there instead of training.
+base: $(STAMP)
+	$(BIN)/sftrl base --size tiny --rebuild
+	$(BIN)/sftrl base --size tiny --vision --rebuild
 
 demo: $(STAMP)
 	$(BIN)/sftrl demo --out figures/demo

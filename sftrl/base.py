@@ -26,6 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .cards import FACE_RANKS, RANKS, SUITS, CardRule, is_solvable, solve
 from .city import DIRECTIONS, LANDMARK_KINDS, compass_direction
 from .core import config_hash
+from .ledger import restore_base
 from .models import Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from .nav import relative_turn
 from .points import evaluate
@@ -386,9 +387,10 @@ def base_cache() -> Path:
 
 def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir=None, progress: bool = True,
                   stop_after: int | None = None) -> Policy:
-    "Train (or load from the cache `cache_dir`, default `base_cache()`, or resume) the base text policy of `config`."
+    "Train (or load from the cache `cache_dir`, default `base_cache()`, or from the ledger, or resume) the base text policy of `config`."
     folder = Path(cache_dir or base_cache()) / f"base-{config.size}-{config_hash(config)}"
     with building(folder):
+        if not (folder / 'final' / 'config.json').exists(): restore_base(folder, config)   # a committed base (sftrl.ledger)
         if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
         return _train_base(config, folder, progress, stop_after)
 

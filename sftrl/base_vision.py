@@ -25,6 +25,7 @@ from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, 
 from .cards import RANKS, SUIT_SETS, SUITS, Card, card_boxes, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash
+from .ledger import restore_base
 from .models import IMAGE_TOKEN, Policy, build_vision_policy, load_policy, policy_size, save_policy
 from .views import FONT_PATH, NEAR, SIGN_HEIGHT, SIGN_TEXT_HEIGHT, Camera, render_view
 
@@ -294,11 +295,12 @@ class ResumingTrainer(Trainer):
 # %% ../nbs/05_base_vision.ipynb #d99a8358
 def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir=None, progress: bool = True,
                          stop_after: int | None = None) -> Policy:
-    "Train (or load from the cache `cache_dir`, default `base_cache()`, or resume) the vision base of `config`, building its text base first."
+    "Train (or load from the cache `cache_dir`, default `base_cache()`, or from the ledger, or resume) the vision base of `config`, building its text base first."
     cache_dir = cache_dir or base_cache()
     folder = Path(cache_dir) / f"vision-base-{config.text.size}-{config_hash(config)}"
     text_base = pretrain_base(config.text, cache_dir=cache_dir, progress=progress)
     with building(folder):
+        if not (folder / 'final' / 'config.json').exists(): restore_base(folder, config)   # a committed base (sftrl.ledger)
         if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
         return _train_vision_base(config, text_base, folder, progress, stop_after)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from .points import GeneralPointsEnv, SPLITS
 
 # %% auto #0
-__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'demo', 'main']
+__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'demo', 'main']
 
 # %% ../nbs/20_cli.ipynb #76333af4
 def _answer(cards: list[str], numbers: list[int], formula: str) -> str:
@@ -60,6 +60,43 @@ def write_episode(out: Path, info: dict, rows: list[dict], image: Image.Image) -
     image.save(paths[2])
     return paths
 
+# %% ../nbs/20_cli.ipynb #0afb9732
+def commit_base(size: str = 'tiny', vision: bool = False, rebuild: bool = False) -> Path:
+    "Build or find the `size` base (text, or `vision`) and commit it to the ledger; `rebuild` trains it afresh first. Its ledger entry."
+    import shutil, tempfile
+    from sftrl.base import BASE_PRESETS, base_cache, pretrain_base
+    from sftrl.base_vision import VISION_BASE_PRESETS, pretrain_vision_base
+    from sftrl.ledger import record_base
+    from sftrl.study import _fresh
+    presets, build = (VISION_BASE_PRESETS, pretrain_vision_base) if vision else (BASE_PRESETS, pretrain_base)
+    if size not in presets: raise ValueError(f"size must be one of {sorted(presets)}, got {size!r}")
+    config, cache = presets[size], base_cache()
+    text = Path(pretrain_base(config.text).model.name_or_path).parent if vision else None   # a vision base's text base: as it is
+    if not rebuild: return record_base(Path(build(config).model.name_or_path).parent, config)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch, _fresh(True):
+        if text is not None: shutil.copytree(text, Path(scratch) / text.name)
+        built = Path(build(config, cache_dir=scratch).model.name_or_path).parent
+        entry = record_base(built, config)
+        shutil.rmtree(cache / built.name, ignore_errors=True)   # the cache's copy is stale: the next use restores the new one
+    return entry
+
+def keep(checkpoint, preset: str = 'tiny') -> Path:
+    "Keep `checkpoint`'s weights and its run's record in the `preset` part of the ledger; its entry."
+    from sftrl.ledger import keep_checkpoint
+    entry = keep_checkpoint(checkpoint, preset)
+    if entry is None: raise ValueError(f"no ledger for preset {preset!r}: create the repository's ledger/ folder or set $SFTRL_LEDGER")
+    return entry
+
+def _ledger_parsers(commands):
+    b = commands.add_parser("base", help="build (or find) a tiny base and commit it to the ledger (ledger/base/)")
+    b.add_argument("--size", default="tiny", choices=["tiny"], help="the base preset (the smoke bases stay out of the ledger)")
+    b.add_argument("--vision", action="store_true", help="the vision base (its text base as it is)")
+    b.add_argument("--rebuild", action="store_true", help="train it afresh, ignoring the ledger and the cache")
+    k = commands.add_parser("keep", help="keep a checkpoint's weights (an Init) and its run's record in the ledger")
+    k.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/tiny/sft/sft-gp-l-tiny-<hash>/checkpoints/checkpoint-500")
+    k.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+
 # %% ../nbs/20_cli.ipynb #99fdece7
 def demo(out: str = "figures/demo", seed: int = 0, split: str = "id", vision: bool = False, resolution: int = 600) -> list[Path]:
     "Play and save one GeneralPoints episode with scripted answers; print the transcript's verdicts."
@@ -103,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--force", action="store_true", help="rerun notebooks that finished before (cached runs are reused)")
     r.add_argument("--figures", help="where the figures and their CSVs go (default: figures/; runs/smoke/figures for --preset smoke)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
+    r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the local runs/ cache (delete runs/PRESET to retrain everything)")
     _train_parser(commands)
+    _ledger_parsers(commands)
     commands.add_parser("dry-run", help="check every shipped accelerate configuration against the paper's backbone (no GPU)")
     args = parser.parse_args(argv)
     try:
@@ -111,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from sftrl.launch import train
             print(train(args.stage, args.task, args.preset, args.base or args.init or "", args.root, args.set or []))
+        elif args.command == "base": print(commit_base(args.size, args.vision, args.rebuild))
+        elif args.command == "keep": print(keep(args.checkpoint, args.preset))
         elif args.command == "dry-run":
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))
@@ -118,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             from sftrl.study import ExperimentsFailed, reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
             try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
-                           args.figures, jobs=args.jobs)
+                           args.figures, jobs=args.jobs, fresh=args.fresh)
             except ExperimentsFailed as e:   # the others finished, and everything computed is kept
                 print(f"sftrl reproduce: {e}", file=sys.stderr); return 1
     except ValueError as e: parser.error(str(e))

@@ -19,6 +19,7 @@ from trl import DPOConfig, DPOTrainer
 from .base import building
 from .base_vision import ResumingTrainer
 from .core import config_hash
+from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
@@ -216,7 +217,7 @@ def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOC
 
 def dpo_folder(run: DPORun, root='runs/dpo') -> Path:
     "The run's folder, named by the hash of its config (its `init` names the SFT checkpoint, itself named by its config)."
-    return Path(root) / f"dpo-{get_task(run.task).name}-{config_hash(run)}"
+    return Path(root) / f"dpo-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
 
 # %% ../nbs/11_dpo.ipynb #a9faa004
 def train_dpo(run: DPORun, root='runs/dpo', progress: bool = True, stop_after: int | None = None) -> Path:

@@ -24,6 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from .base import StopAfter, building
 from .core import config_hash
+from .ledger import checkpoint_name
 from .evaluate import TokenCount
 from .generate import RowSeededSampling, chat_messages, encode
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
@@ -362,7 +363,7 @@ def _read_totals(checkpoint) -> dict:
 # %% ../nbs/13_grpo.ipynb #9c1bfa53
 def grpo_folder(run: GRPORun, root='runs/grpo') -> Path:
     "The run's folder, named by its task and the hash of its config (as `sftrl.rl.rl_folder` names PPO runs)."
-    return Path(root) / f"grpo-{get_task(run.task).name}-{config_hash(run)}"
+    return Path(root) / f"grpo-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
 
 def train_grpo(run: GRPORun, root='runs/grpo', progress: bool = True, stop_after: int | None = None,
                generator=generate_ids) -> Path:

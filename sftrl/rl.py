@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .base import building
 from .core import config_hash, installed_trackers
+from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
 from .generate import encode, generate, generator
@@ -461,7 +462,8 @@ def init_tokens(init: str) -> int:
     return json.loads(path.read_text())['tokens'] if path.exists() else 0
 
 def rl_folder(run: RLRun, root='runs/rl') -> Path:
-    return Path(root) / f"rl-{get_task(run.task).name}-{config_hash(run)}"
+    "The run's folder, named by the hash of its config with `init` by its checkpoint name (the same on every machine)."
+    return Path(root) / f"rl-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
 
 def _save_state(folder: Path, update: int, policy, value_head, optimizer, scheduler, rng, totals: dict):
     state = folder / 'state'

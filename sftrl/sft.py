@@ -19,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash, installed_trackers
+from .ledger import checkpoint_name
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
 from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
 from .models import Policy, count_parameters, load_policy
@@ -217,8 +218,8 @@ def optimizer_steps(run, rows: int) -> int:
 
 # %% ../nbs/07_sft.ipynb #4850dc81
 def _base_identity(run: SFTRun) -> str:
-    "What the run starts from, for its cache key: the checkpoint `run.base`, or the config of the preset's base."
-    if run.base: return run.base
+    "What the run starts from, for its cache key: the checkpoint `run.base` by its name (never its path), or the config of the preset's base."
+    if run.base: return checkpoint_name(run.base)
     _require_base(run)
     return config_hash(VISION_BASE_PRESETS[run.size] if get_task(run.task).vision else BASE_PRESETS[run.size])
 

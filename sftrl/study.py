@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,15 @@ import seaborn as sns
 import sftrl
 from .base import building
 from .core import config_hash
-from .dpo import dpo_run, train_dpo
-from .grpo import grpo_run, train_grpo
+from .dpo import dpo_folder, dpo_run, train_dpo
+from .grpo import grpo_folder, grpo_run, train_grpo
 from .evaluate import evaluate, summarize
 from .generate import model_policy
 from .models import load_policy
-from .rl import rl_checkpoints, rl_run, train_rl
-from .sft import base_policy, checkpoint_table, on_gpu, sft_run, train_sft
+from .ledger import (FRESH_ENV, checkpoint_name, finished, keep_checkpoint, ledger_for, reading, record_evaluation,
+                          record_run, restore_evaluation, restore_run)
+from .rl import rl_checkpoints, rl_folder, rl_run, train_rl
+from .sft import base_policy, checkpoint_table, on_gpu, sft_folder, sft_run, train_sft
 from .tasks import PRESET_VERIFIERS, env_settings, get_task
 
 # %% auto #0
@@ -77,28 +80,45 @@ def runs_root(preset, root='runs') -> Path:
     return Path(root) / study_preset(preset).name
 
 # %% ../nbs/10_study.ipynb #d31c840a
+def _weights(checkpoint) -> Path:
+    "`checkpoint`, or an error that says how to get its weights when its run came from the ledger without them."
+    if Path(checkpoint).is_dir() and not (Path(checkpoint) / 'config.json').exists():
+        raise FileNotFoundError(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
+                                "runs start (sftrl.ledger); retrain it with `sftrl reproduce --fresh`, or delete its run folder")
+    return Path(checkpoint)
+
+def _through_ledger(folder: Path, preset, train, start=None) -> Path:
+    "`train()` the run of `folder` unless the ledger holds it finished; record it once finished. Off `paper`, keep its `start`'s weights."
+    name = study_preset(preset).name
+    restore_run(folder, name)
+    if start is not None and not finished(folder) and _weights(start).name.startswith('checkpoint-') and name != 'paper':
+        keep_checkpoint(start, name)   # where the run starts (an Init): a fresh clone continues from it
+    done = train()
+    record_run(done, name)
+    return done
+
 def sft(task, preset, seed: int = 0, root='runs', **overrides) -> Path:
-    "The SFT run of `task` under `preset` (trained once, then cached)."
-    run = sft_run(study_preset(preset).name, task, seed=seed, **overrides)
-    return train_sft(run, root=runs_root(preset, root) / 'sft', progress=False)
+    "The SFT run of `task` under `preset` (trained once, then cached and kept in the ledger)."
+    run, where = sft_run(study_preset(preset).name, task, seed=seed, **overrides), runs_root(preset, root) / 'sft'
+    return _through_ledger(sft_folder(run, where), preset, lambda: train_sft(run, root=where, progress=False))
 
 def rl(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
-    "The RL run of `task` under `preset` from checkpoint `init` (trained once, then cached)."
-    run = rl_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
-    return train_rl(run, root=runs_root(preset, root) / 'rl', progress=False)
+    "The RL run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
+    run, where = rl_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'rl'
+    return _through_ledger(rl_folder(run, where), preset, lambda: train_rl(run, root=where, progress=False), init)
 
 def dpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
-    "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached)."
-    run = dpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
-    return train_dpo(run, root=runs_root(preset, root) / 'dpo', progress=False)
+    "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
+    run, where = dpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'dpo'
+    return _through_ledger(dpo_folder(run, where), preset, lambda: train_dpo(run, root=where, progress=False), init)
 
 def grpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
-    "The GRPO run (TRL's `GRPOTrainer`, `sftrl.grpo`) of `task` under `preset` from checkpoint `init` (trained once, then cached)."
-    run = grpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides)
-    return train_grpo(run, root=runs_root(preset, root) / 'grpo', progress=False)
+    "The GRPO run (TRL's `GRPOTrainer`, `sftrl.grpo`) of `task` under `preset` from checkpoint `init` (trained once, then cached and kept)."
+    run, where = grpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'grpo'
+    return _through_ledger(grpo_folder(run, where), preset, lambda: train_grpo(run, root=where, progress=False), init)
 
 def base_checkpoint(task, preset) -> Path:
-    "The base model of `task`'s modality under `preset` (built once): where RL starts with no SFT (Fig. 9)."
+    "The base model of `task`'s modality under `preset` (built once, or found in the ledger): where RL starts with no SFT (Fig. 9)."
     return Path(base_policy(sft_run(study_preset(preset).name, task)).model.name_or_path)
 
 def _compute(checkpoint) -> dict:
@@ -113,23 +133,29 @@ class _OnFirstCall:
         if self.policy is None: self.policy = self.make()
         return self.policy(batch)
 
+def _load(checkpoint, device):
+    "The checkpoint's policy (`_weights` says what to do when its run came from the ledger without them)."
+    return load_policy(_weights(checkpoint), device=device)
+
 def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
                resolution: int | None = None, root='runs') -> dict:
-    "One checkpoint evaluated on one split (cached): the paper's metrics with standard errors, and its compute."
+    "One checkpoint evaluated on one split (cached, and kept in the ledger): the paper's metrics with standard errors, and its compute."
     study, task = study_preset(preset), get_task(task)
     compute = _compute(checkpoint)
     resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
     env_kwargs = env_settings(task, resolution, study.verifier)
-    key = {'checkpoint': str(Path(checkpoint).resolve()), 'compute': compute, 'task': task.name, 'split': split,
+    key = {'checkpoint': checkpoint_name(checkpoint), 'compute': compute, 'task': task.name, 'split': split,
            'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter, 'temperature': temperature,
            'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
     out = runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
     device = 'cuda' if on_gpu() else None   # evaluations are most of a study's time: on the GPU when there is one
-    policy = _OnFirstCall(lambda: model_policy(load_policy(checkpoint, device=device), temperature, seed, study.max_new_tokens))
+    policy = _OnFirstCall(lambda: model_policy(_load(checkpoint, device), temperature, seed, study.max_new_tokens))
     with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
+        restore_evaluation(out, study.name)   # a finished evaluation in the ledger is read, not played again
         steps, episodes = evaluate(policy, task, split, n=eval_episodes(study, task, split), viter=viter, seed=seed, out=out,
                                    progress=False, env_kwargs=env_kwargs)
-    metrics = summarize(steps, episodes, task)
+        metrics = summarize(steps, episodes, task)
+        record_evaluation(out, study.name, key, metrics.drop(columns='per').to_dict('index'))
     row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'episodes': len(episodes),
            'tokens': compute.get('tokens', 0), 'gflops': compute.get('flops', 0.0) / 1e9,
            'paper_gflops': compute.get('paper_flops', compute.get('flops', 0.0)) / 1e9}
@@ -365,10 +391,21 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
 class ExperimentsFailed(RuntimeError):
     "Some experiment notebooks of a `reproduce` failed; the others finished and their results are kept."
 
+@contextmanager
+def _fresh(on: bool):
+    "While `on`, `$SFTRL_FRESH=1`: the ledger is not read, here and in the notebooks' kernels (they inherit the environment)."
+    before = os.environ.get(FRESH_ENV)
+    if on: os.environ[FRESH_ENV] = '1'
+    try: yield
+    finally:
+        if on and before is None: os.environ.pop(FRESH_ENV, None)
+        elif on: os.environ[FRESH_ENV] = before
+
 def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir=None, root='runs',
-              folder=None, log=print, jobs: int = 1) -> list[Path]:
+              folder=None, log=print, jobs: int = 1, fresh: bool = False) -> list[Path]:
     """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`.
-    Figures go to `figures_dir`, by default `figures/` (`runs/smoke/figures` for the smoke preset)."""
+    Figures go to `figures_dir`, by default `figures/` (`runs/smoke/figures` for the smoke preset). Finished runs and
+    evaluations come from the ledger (`sftrl.ledger`) unless `fresh`, which recomputes everything and reruns every notebook."""
     study, names = study_preset(preset), experiments(folder)
     if jobs < 1: raise ValueError(f"jobs must be >= 1, got {jobs}")
     if only:
@@ -377,7 +414,10 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
         names = [n for n in names if n in only]
     if not names:
         log(f"no experiment notebooks in {folder or EXPERIMENTS}: nothing to reproduce"); return []
-    done_dir, started = runs_root(study, root) / 'notebooks', time.time()
+    done_dir, started, force = runs_root(study, root) / 'notebooks', time.time(), force or fresh
+    with _fresh(fresh):
+        kept = ledger_for(study.name)
+        log(f"ledger: {kept if kept else 'none'}" + (' (not read: fresh)' if kept and not reading() else ''))
     past = {n: json.loads((done_dir / f'{n}.done').read_text())['wall_seconds'] for n in names if (done_dir / f'{n}.done').exists()}
     for k, name in enumerate(names, 1):
         if name in past and not force: log(f"[{k}/{len(names)}] {name}: finished before ({past[name]:.0f} s), skipped")
@@ -393,7 +433,7 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
             return e
     # Each notebook runs in its own kernel process; runs and evaluations two notebooks share are built once (file locks).
     # A notebook that fails does not stop the others: everything they train is kept, and the failures are raised at the end.
-    with ThreadPoolExecutor(jobs) as pool: results = dict(zip(todo, pool.map(run, todo)))
+    with _fresh(fresh), ThreadPoolExecutor(jobs) as pool: results = dict(zip(todo, pool.map(run, todo)))
     failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
     outputs = [r for r in results.values() if not isinstance(r, Exception)]
     log(f"reproduced {len(outputs)} of {len(names)} experiments in {time.time() - started:.0f} s"

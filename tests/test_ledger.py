@@ -1,0 +1,102 @@
+"""The ledger beyond the chapter (issue 19 §1): a study recorded in one folder is redrawn from a copy of its ledger in
+another folder without any training; no ledger file holds a path of the machine that wrote it; a clone continues
+unfinished work from the kept Init; --fresh ignores the ledger; every committed base is its preset's."""
+import gzip
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from sftrl import study
+from sftrl.base import BASE_PRESETS
+from sftrl.base_vision import VISION_BASE_PRESETS
+from sftrl.core import config_hash
+from sftrl.ledger import FRESH_ENV, LEDGER_ENV, REPOSITORY, _plain, committed_bases, ledger_for
+
+
+def _no_training(monkeypatch):
+    "Training or loading a model fails the test: what follows must come from the ledger."
+    def refuse(*args, **kwargs): raise AssertionError('trained or loaded a model: the ledger should have answered')
+    for target in ('sftrl.sft._train', 'sftrl.rl._train', 'sftrl.dpo._train', 'sftrl.study._load'):
+        monkeypatch.setattr(target, refuse)
+
+
+def _figure_data(root):
+    arms = study.study_arms('gp-l', 'smoke', 0, root)
+    return study.evaluate_arms(arms, ['id', 'ood_rule'], 'smoke', root)
+
+
+@pytest.fixture(scope='module')
+def recorded(tmp_path_factory):
+    "A smoke GP-L study (SFT, Init, RL, their evaluations) computed once in folder `a`, with its ledger."
+    tmp = tmp_path_factory.mktemp('ledger')
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv(LEDGER_ENV, str(tmp / 'a' / 'ledger'))
+        data = _figure_data(tmp / 'a' / 'runs')
+    return tmp, data
+
+
+def test_a_clone_elsewhere_redraws_the_figure_without_training(recorded, monkeypatch):
+    tmp, data = recorded
+    shutil.copytree(tmp / 'a' / 'ledger', tmp / 'b' / 'ledger')   # what `git clone` into another folder brings
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'b' / 'ledger'))
+    _no_training(monkeypatch)
+    again = _figure_data(tmp / 'b' / 'runs')
+    pd.testing.assert_frame_equal(again, data)
+    assert set(data.arm) == {'Init', 'SFT', 'RL'} and 'rule_validity' in data
+
+
+def test_no_ledger_file_holds_a_path_of_this_machine(recorded):
+    tmp, _ = recorded
+    files = [p for p in (tmp / 'a' / 'ledger').rglob('*') if p.is_file() and p.suffix != '.safetensors']
+    assert files and any(p.name.endswith('.jsonl.gz') for p in files)
+    for p in files:
+        text = gzip.decompress(p.read_bytes()).decode() if p.suffix == '.gz' else p.read_text()
+        assert str(tmp) not in text and '/work/' not in text, p
+    run = json.loads(next((tmp / 'a' / 'ledger' / 'smoke' / 'rl').glob('*/run.json')).read_text())
+    assert run['init'].startswith('sft-gp-l-smoke-') and run['init'].count('/') == 1   # the Init by its name
+
+
+def test_the_ledger_keeps_weights_only_where_a_run_starts(recorded):
+    tmp, data = recorded
+    weights = sorted(p.parent.name for p in (tmp / 'a' / 'ledger').rglob('*.safetensors'))
+    init = data[data.arm == 'Init'].checkpoint.iloc[0]
+    assert weights == [init.rsplit('/', 1)[-1]]                       # the Init only: no SFT, no RL checkpoint
+    assert not list((tmp / 'a' / 'ledger').rglob('optimizer.pt')) and not list((tmp / 'a' / 'ledger').rglob('state'))
+
+
+def test_a_clone_continues_from_the_kept_init(recorded, monkeypatch):
+    "A run the ledger does not hold (a longer RL run) trains on the clone, from the Init's restored weights."
+    tmp, data = recorded
+    shutil.copytree(tmp / 'a' / 'ledger', tmp / 'c' / 'ledger')
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'c' / 'ledger'))
+    root = tmp / 'c' / 'runs'
+    init = study.sft_arms('gp-l', 'smoke', 0, root).path.iloc[0]
+    folder = study.rl('gp-l', 'smoke', init, 0, root, updates=1, checkpoints=1)
+    assert (folder / 'done').exists() and (tmp / 'c' / 'ledger' / 'smoke' / 'rl' / folder.name / 'done').exists()
+
+
+def test_fresh_ignores_the_ledger(recorded, monkeypatch):
+    tmp, _ = recorded
+    shutil.copytree(tmp / 'a' / 'ledger', tmp / 'd' / 'ledger')
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'd' / 'ledger'))
+    monkeypatch.setenv(FRESH_ENV, '1')
+    _no_training(monkeypatch)
+    with pytest.raises(AssertionError, match='the ledger should have answered'):
+        study.sft('gp-l', 'smoke', 0, tmp / 'd' / 'runs')
+
+
+def test_the_smoke_preset_stays_out_of_the_repository_ledger(monkeypatch):
+    monkeypatch.delenv(LEDGER_ENV, raising=False)
+    assert ledger_for('smoke') is None
+
+
+def test_every_committed_base_is_its_preset():
+    "A changed base preset fails here until its base is rebuilt and committed (`sftrl base --size tiny [--vision] --rebuild`)."
+    presets = {**{f'base-{c.size}-{config_hash(c)}': c for c in BASE_PRESETS.values()},
+               **{f'vision-base-{c.text.size}-{config_hash(c)}': c for c in VISION_BASE_PRESETS.values()}}
+    for base in committed_bases(REPOSITORY / 'ledger'):
+        assert base['name'] in presets, (f"ledger/base/{base['name']} is no preset's base any more (the preset changed): "
+                                          "rebuild and commit it with `sftrl base --size tiny [--vision] --rebuild`, then delete the old one")
+        assert base['config'] == _plain(presets[base['name']]), f"ledger/base/{base['name']} was built from another config"
