@@ -26,7 +26,7 @@ from .base import building
 from .core import config_hash
 from .dpo import dpo_folder, dpo_run, train_dpo
 from .grpo import grpo_folder, grpo_run, train_grpo
-from .evaluate import evaluate, summarize
+from .evaluate import evaluate, load_evaluation, paired_comparison, summarize
 from .generate import model_policy
 from .models import load_policy
 from .ledger import (FRESH_ENV, checkpoint_name, finished, keep_checkpoint, ledger_for, reading, record_evaluation,
@@ -39,10 +39,11 @@ from .tasks import PRESET_VERIFIERS, env_settings, get_task
 __all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'METRICS', 'INIT_SHARE', 'PAPER_RULE_OOD', 'PAPER_VISUAL_OOD',
            'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS', 'SPLIT_TITLES', 'METRIC_LABELS', 'ROOT',
            'EXPERIMENTS', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root', 'sft', 'rl', 'dpo', 'grpo',
-           'base_checkpoint', 'evaluation', 'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms', 'dpo_arms',
-           'study_arms', 'change_from_init', 'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv',
-           'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars',
-           'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'ExperimentsFailed', 'reproduce']
+           'base_checkpoint', 'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms',
+           'dpo_arms', 'study_arms', 'change_from_init', 'at_equal_compute', 'provenance', 'save_figure',
+           'read_figure_csv', 'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure',
+           'draw_bars', 'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'ExperimentsFailed',
+           'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
                                    progress=False, env_kwargs=env_kwargs)
         metrics = summarize(steps, episodes, task)
         record_evaluation(out, study.name, key, metrics.drop(columns='per').to_dict('index'))
-    row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'episodes': len(episodes),
+    row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'log': str(out), 'episodes': len(episodes),
            'tokens': compute.get('tokens', 0), 'gflops': compute.get('flops', 0.0) / 1e9,
            'paper_gflops': compute.get('paper_flops', compute.get('flops', 0.0)) / 1e9}
     for name in METRICS:
@@ -164,6 +165,11 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
     return row
 
 METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy', 'rule_validity')   # each with its `_se` in every arms table and figure CSV
+
+def compare(before, after, task, split: str, preset, root='runs', column: str = 'success', **evaluation_kwargs) -> pd.Series:
+    "Checkpoints `before` and `after` on the same seeded episodes of `split` (`evaluation`s): `column` before, after, the paired change, its SE, episodes gained and lost."
+    logs = [evaluation(c, task, split, preset, root=root, **evaluation_kwargs)['log'] for c in (before, after)]
+    return paired_comparison(*(load_evaluation(log)[1] for log in logs), column=column)
 
 def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
     "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one."

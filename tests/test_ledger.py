@@ -100,3 +100,18 @@ def test_every_committed_base_is_its_preset():
         assert base['name'] in presets, (f"ledger/base/{base['name']} is no preset's base any more (the preset changed): "
                                           "rebuild and commit it with `sftrl base --size tiny [--vision] --rebuild`, then delete the old one")
         assert base['config'] == _plain(presets[base['name']]), f"ledger/base/{base['name']} was built from another config"
+
+
+def test_compare_two_arms_on_the_same_episodes_from_the_ledger(recorded, monkeypatch):
+    "Init against RL's last checkpoint, paired episode by episode, read from a clone's ledger (nothing played again)."
+    tmp, data = recorded
+    shutil.copytree(tmp / 'a' / 'ledger', tmp / 'e' / 'ledger')
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'e' / 'ledger'))
+    _no_training(monkeypatch)
+    root = tmp / 'e' / 'runs'
+    arms = study.study_arms('gp-l', 'smoke', 0, root)
+    init, last = arms[arms.arm == 'Init'].path.iloc[0], arms[arms.arm == 'RL'].path.iloc[-1]
+    change = study.compare(init, last, 'gp-l', 'id', 'smoke', root)
+    rows = data[(data.split == 'id') & data.arm.isin(['Init', 'RL'])]
+    assert change.n == study.eval_episodes('smoke', 'gp-l', 'id') and change.gained - change.lost == round(change.difference * change.n)
+    assert abs(100 * change.difference - (rows.value.iloc[-1] - rows.value.iloc[0])) < 1e-9
