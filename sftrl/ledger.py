@@ -64,6 +64,15 @@ def checkpoint_name(path) -> str:
 MAX_KEPT_MB = 40   # a kept checkpoint's weights in float16 (a tiny policy: 10-12 MB)
 SKIPPED = ('optimizer.pt', 'scheduler.pt', 'training_args.bin', 'trainer_state.json', 'compute.json')
 
+def _replace(target: Path, write):
+    "`write(path)` a temporary file beside `target`, then rename it: a reader, or a second writer, never sees half a file."
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f'.{target.name}.{os.getpid()}.partial')
+    write(partial)
+    os.replace(partial, target)
+
+def _copy(source: Path, target: Path): _replace(target, lambda partial: shutil.copyfile(source, partial))
+
 def _write_weights(source: Path, target: Path, dtype=None):
     "`source`'s tensors into `target`: floating ones as float16 (`dtype` None), or back in the dtype the file records."
     with safe_open(str(source), 'pt') as f: metadata = f.metadata() or {}
@@ -71,11 +80,11 @@ def _write_weights(source: Path, target: Path, dtype=None):
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     if dtype is None: metadata, dtype = {**metadata, 'sftrl_dtype': str(floats[0]).split('.')[-1] if floats else ''}, torch.float16
     else: dtype = getattr(torch, metadata.get('sftrl_dtype') or 'float32')
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}, str(target), metadata=metadata)
+    stored = {k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}
+    _replace(target, lambda partial: save_file(stored, str(partial), metadata=metadata))
 
 def _model_files(folder: Path) -> list[Path]:
-    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.name not in SKIPPED and not f.name.startswith('rng_state'))
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.name not in SKIPPED and not f.name.startswith(('rng_state', '.')))
 
 def store_checkpoint(source, target) -> Path:
     "Copy the model in `source` into `target`: weights as float16 safetensors, no optimizer state."
@@ -87,7 +96,7 @@ def store_checkpoint(source, target) -> Path:
     if megabytes > MAX_KEPT_MB: raise ValueError(f"{source} is {megabytes:.0f} MB in float16, over MAX_KEPT_MB={MAX_KEPT_MB}: keep it outside git")
     for f in _model_files(source):
         if f.suffix == '.safetensors': _write_weights(f, target / f.name)
-        else: target.mkdir(parents=True, exist_ok=True); shutil.copyfile(f, target / f.name)
+        else: _copy(f, target / f.name)
     return target
 
 def restore_checkpoint(source, target) -> Path:
@@ -95,7 +104,7 @@ def restore_checkpoint(source, target) -> Path:
     source, target = Path(source), Path(target)
     for f in _model_files(source):
         if f.suffix == '.safetensors': _write_weights(f, target / f.name, dtype='saved')
-        else: target.mkdir(parents=True, exist_ok=True); shutil.copyfile(f, target / f.name)
+        else: _copy(f, target / f.name)
     return target
 
 # %% ../nbs/04a_ledger.ipynb #b428ec0d
@@ -122,8 +131,7 @@ def _relocatable(value):
 def _write_if_changed(path: Path, data: bytes):
     "Write `data` unless the file holds it already (a re-recorded entry leaves git with nothing to commit)."
     if path.exists() and path.read_bytes() == data: return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    _replace(path, lambda partial: partial.write_bytes(data))
 
 def _run_entry(folder: Path, preset: str) -> Path | None:
     root = ledger_for(preset)
@@ -144,10 +152,10 @@ def restore_run(folder, preset: str) -> bool:
     folder = Path(folder)
     entry = _run_entry(folder, preset)
     if entry is None or not reading() or finished(folder) or not finished(entry): return False
-    for f in sorted(entry.rglob('*')):
+    for f in sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.')):
         target = folder / f.relative_to(entry)
         if f.suffix == '.safetensors': _write_weights(f, target, dtype='saved')
-        elif f.is_file(): target.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(f, target)
+        else: _copy(f, target)
     return True
 
 def keep_checkpoint(path, preset: str) -> Path | None:
@@ -180,8 +188,7 @@ def restore_evaluation(path, preset: str) -> bool:
     if entry is None or not reading() or not entry.exists(): return False
     data = gzip.decompress(entry.read_bytes())
     if path.exists() and path.stat().st_size >= len(data): return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    _replace(path, lambda partial: partial.write_bytes(data))
     return True
 
 # %% ../nbs/04a_ledger.ipynb #d39b8624
@@ -216,7 +223,7 @@ def restore_base(folder, config) -> bool:
     if json.loads((entry / 'base.json').read_text())['config'] != _plain(config):
         raise ValueError(f"the ledger's {entry.name} was built from another config than {config}: rebuild it (`sftrl base --rebuild`)")
     restore_checkpoint(entry / 'final', Path(folder) / 'final')
-    if (entry / 'log.csv').exists(): shutil.copyfile(entry / 'log.csv', Path(folder) / 'log.csv')
+    if (entry / 'log.csv').exists(): _copy(entry / 'log.csv', Path(folder) / 'log.csv')
     return True
 
 def committed_bases(root=None) -> list[dict]:

@@ -115,3 +115,11 @@ def test_compare_two_arms_on_the_same_episodes_from_the_ledger(recorded, monkeyp
     rows = data[(data.split == 'id') & data.arm.isin(['Init', 'RL'])]
     assert change.n == study.eval_episodes('smoke', 'gp-l', 'id') and change.gained - change.lost == round(change.difference * change.n)
     assert abs(100 * change.difference - (rows.value.iloc[-1] - rows.value.iloc[0])) < 1e-9
+
+
+def test_the_committed_ledger_stays_under_100_mb():
+    "Issue 19 §1: the ledger lives in git; weights are kept only where later runs start, in float16."
+    files = [p for p in (REPOSITORY / 'ledger').rglob('*') if p.is_file()]
+    megabytes = sum(p.stat().st_size for p in files) / 2 ** 20
+    assert megabytes < 100, f"ledger/ is {megabytes:.0f} MB: keep fewer checkpoints (sftrl.ledger.keep_checkpoint)"
+    assert not any(p.name.endswith(('.partial', 'optimizer.pt', 'scheduler.pt')) for p in files)
