@@ -159,13 +159,14 @@ def restore_run(folder, preset: str) -> bool:
     return True
 
 def keep_checkpoint(path, preset: str) -> Path | None:
-    "Keep the weights of checkpoint `path` (where a later run starts: an Init) in the ledger, in its run's entry (recorded too)."
+    "Keep the weights of checkpoint `path` (where a later run starts: an Init) in the ledger, once, in its run's entry (recorded too)."
     path = Path(path)
     run = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
     entry = _run_entry(run, preset)
     if entry is None: return None
     record_run(run, preset)
-    return store_checkpoint(path, entry / path.relative_to(run))
+    target = entry / path.relative_to(run)
+    return target if list(target.glob('*.safetensors')) else store_checkpoint(path, target)   # kept once
 
 # %% ../nbs/04a_ledger.ipynb #1120f23c
 def _evaluation_entry(path, preset: str) -> Path | None:

@@ -92,7 +92,8 @@ def _through_ledger(folder: Path, preset, train, start=None) -> Path:
     "`train()` the run of `folder` unless the ledger holds it finished; record it once finished. Off `paper`, keep its `start`'s weights."
     name = study_preset(preset).name
     restore_run(folder, name)
-    if start is not None and not finished(folder) and _weights(start).name.startswith('checkpoint-') and name != 'paper':
+    if start is not None and not finished(folder): _weights(start)   # a start without weights here says how to get them
+    if start is not None and name != 'paper' and Path(start).name.startswith('checkpoint-') and (Path(start) / 'config.json').exists():
         keep_checkpoint(start, name)   # where the run starts (an Init): a fresh clone continues from it
     done = train()
     record_run(done, name)

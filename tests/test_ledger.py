@@ -123,3 +123,14 @@ def test_the_committed_ledger_stays_under_100_mb():
     megabytes = sum(p.stat().st_size for p in files) / 2 ** 20
     assert megabytes < 100, f"ledger/ is {megabytes:.0f} MB: keep fewer checkpoints (sftrl.ledger.keep_checkpoint)"
     assert not any(p.name.endswith(('.partial', 'optimizer.pt', 'scheduler.pt')) for p in files)
+
+
+def test_an_init_trained_before_the_ledger_is_kept_when_next_used(recorded, monkeypatch):
+    "Runs finished in a runs/ folder the ledger never saw (moved from elsewhere) are recorded, and their Init kept, on next use."
+    tmp, _ = recorded
+    shutil.copytree(tmp / 'a' / 'runs', tmp / 'f' / 'runs')
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'f' / 'ledger'))
+    _no_training(monkeypatch)
+    study.study_arms('gp-l', 'smoke', 0, tmp / 'f' / 'runs')
+    kept = list((tmp / 'f' / 'ledger').rglob('*.safetensors'))
+    assert len(kept) == 1 and (tmp / 'f' / 'ledger' / 'smoke' / 'rl').is_dir()
