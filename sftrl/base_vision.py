@@ -295,12 +295,14 @@ class ResumingTrainer(Trainer):
 # %% ../nbs/05_base_vision.ipynb #d99a8358
 def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir=None, progress: bool = True,
                          stop_after: int | None = None) -> Policy:
-    "Train (or load from the cache `cache_dir`, default `base_cache()`, or from the ledger, or resume) the vision base of `config`, building its text base first."
+    "Load from the cache `cache_dir` (default `base_cache()`) or the ledger, or train (building its text base first, or resume) the vision base of `config`."
     cache_dir = cache_dir or base_cache()
     folder = Path(cache_dir) / f"vision-base-{config.text.size}-{config_hash(config)}"
+    with building(folder):   # a cached or committed vision base needs no text base
+        if not (folder / 'final' / 'config.json').exists(): restore_base(folder, config)   # a committed base (sftrl.ledger)
+        if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
     text_base = pretrain_base(config.text, cache_dir=cache_dir, progress=progress)
     with building(folder):
-        if not (folder / 'final' / 'config.json').exists(): restore_base(folder, config)   # a committed base (sftrl.ledger)
         if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
         return _train_vision_base(config, text_base, folder, progress, stop_after)
 

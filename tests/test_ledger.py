@@ -4,6 +4,7 @@ unfinished work from the kept Init; --fresh ignores the ledger; every committed 
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,3 +135,17 @@ def test_an_init_trained_before_the_ledger_is_kept_when_next_used(recorded, monk
     study.study_arms('gp-l', 'smoke', 0, tmp / 'f' / 'runs')
     kept = list((tmp / 'f' / 'ledger').rglob('*.safetensors'))
     assert len(kept) == 1 and (tmp / 'f' / 'ledger' / 'smoke' / 'rl').is_dir()
+
+
+def test_a_committed_vision_base_needs_no_text_base(tmp_path, monkeypatch):
+    "A fresh cache with the vision base in the ledger loads it without building (or finding) its text base."
+    from sftrl.base_vision import pretrain_vision_base
+    from sftrl.ledger import record_base
+    config = VISION_BASE_PRESETS['smoke']
+    built = pretrain_vision_base(config, progress=False)        # the shared test cache's smoke vision base
+    monkeypatch.setenv(LEDGER_ENV, str(tmp_path / 'ledger'))
+    record_base(Path(built.model.name_or_path).parent, config)
+    def refuse(*args, **kwargs): raise AssertionError('built the text base')
+    monkeypatch.setattr('sftrl.base_vision.pretrain_base', refuse)
+    loaded = pretrain_vision_base(config, cache_dir=tmp_path / 'cache', progress=False)
+    assert loaded.kind == 'vision' and (tmp_path / 'cache' / Path(built.model.name_or_path).parent.name / 'final').is_dir()
