@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import string
 from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +19,7 @@ from gymnasium import spaces
 
 # %% auto #0
 __all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'bounded_feedback', 'Verdict',
-           'TextActionEnv', 'episode_seeds', 'config_hash', 'installed_trackers']
+           'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically', 'installed_trackers']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -122,6 +124,19 @@ def config_hash(config, length: int = 12) -> str:
     data = asdict(config) if is_dataclass(config) else config
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+def write_atomically(path, data: str | bytes) -> Path:
+    "Write `data` (text or bytes) to `path` through a temporary file and a rename: readers see the old file or the new one."
+    path = Path(path)
+    temp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(temp, 'wb') as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True); raise
+    return path
 
 # %% ../nbs/00_core.ipynb #5d5d50dc
 TRACKERS = ('tensorboard', 'trackio')

@@ -5,6 +5,7 @@
 # %% ../nbs/10_study.ipynb #2a0cbdee
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -22,8 +23,8 @@ import pandas as pd
 import seaborn as sns
 
 import sftrl
-from .base import building
-from .core import config_hash
+from .base import base_cache, building
+from .core import config_hash, write_atomically
 from .dpo import dpo_folder, dpo_run, train_dpo
 from .grpo import grpo_folder, grpo_run, train_grpo
 from .evaluate import evaluate, load_evaluation, paired_comparison, summarize
@@ -172,6 +173,13 @@ def compare(before, after, task, split: str, preset, root='runs', column: str = 
     logs = [evaluation(c, task, split, preset, root=root, **evaluation_kwargs)['log'] for c in (before, after)]
     return paired_comparison(*(load_evaluation(log)[1] for log in logs), column=column)
 
+def _checkpoint_name(path, root) -> str:
+    "A checkpoint as a figure's CSV names it: by its place under `root` or the base cache's folder, never by the machine's folders."
+    path = Path(path).resolve()
+    for top in (Path(root).resolve(), base_cache().parent.resolve()):
+        if path.is_relative_to(top): return path.relative_to(top).as_posix()
+    return os.path.relpath(path, root)
+
 def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
     "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one."
     rows = []
@@ -180,7 +188,7 @@ def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_
             result = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
             metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
             metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
-            where = {'checkpoint': os.path.relpath(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
+            where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
             rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
                          'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
     return pd.DataFrame(rows).drop(columns='path')
@@ -260,12 +268,13 @@ def provenance(preset, seeds, started: float) -> dict:
             'machine': f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, python {platform.python_version()}"}
 
 def save_figure(fig, data: pd.DataFrame, name: str, provenance: dict, figures_dir='figures') -> tuple[Path, Path]:
-    "Write `name`.png and `name`.csv (the data, provenance in comment lines) into `figures_dir`."
+    "Write `name`.png and `name`.csv (the data, provenance in comment lines) into `figures_dir`, each whole or not at all."
     folder = Path(figures_dir); folder.mkdir(parents=True, exist_ok=True)
-    png, csv = folder / f'{name}.png', folder / f'{name}.csv'
-    fig.savefig(png, dpi=150, bbox_inches='tight')
+    png, csv, image = folder / f'{name}.png', folder / f'{name}.csv', io.BytesIO()
+    fig.savefig(image, format='png', dpi=150, bbox_inches='tight')
+    write_atomically(png, image.getvalue())
     header = ''.join(f'# {k}: {v}\n' for k, v in provenance.items())
-    csv.write_text(header + data.to_csv(index=False))
+    write_atomically(csv, header + data.to_csv(index=False))
     return png, csv
 
 def read_figure_csv(path) -> tuple[pd.DataFrame, dict]:
@@ -391,7 +400,7 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
     papermill.execute_notebook(str(source), str(out), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
                                parameters={'preset': study.name, 'seeds': seeds, 'figures_dir': str(Path(figures_dir).resolve()),
                                            'root': str(Path(root).resolve()), **params})
-    out.with_suffix('.done').write_text(json.dumps({'wall_seconds': round(time.time() - started, 1), 'seeds': seeds}))
+    write_atomically(out.with_suffix('.done'), json.dumps({'wall_seconds': round(time.time() - started, 1), 'seeds': seeds}))
     return out
 
 # %% ../nbs/10_study.ipynb #aa136e23

@@ -56,3 +56,26 @@ def test_reproduce_resumes_and_skips_finished(smoke):
     log = []
     reproduce('smoke', figures_dir=tmp / 'figures', root=tmp / 'runs', log=log.append)
     assert sum('skipped' in line for line in log) == len(COLUMNS)
+
+
+def _plotted(csv) -> list[str]:
+    "A figure CSV's lines but its provenance ('# key: value': commit, wall time, machine)."
+    return [line for line in csv.read_text().splitlines(keepends=True) if not line.startswith('# ')]
+
+
+def test_a_second_reproduce_from_empty_caches_writes_the_same_figure_csvs(smoke, tmp_path, monkeypatch):
+    """Seeded reruns are identical (issue 22): from an empty run folder (runs, evaluations), byte for byte but provenance.
+    The base cache is shared: a base trained again is the same bytes too, but an RL run's identity holds its init's path."""
+    first, _ = smoke
+    names = ['fig09_rl_without_sft', 'fig15_suboptimal_sft']      # RL from the base, and SFT series: under a minute
+    monkeypatch.setenv('SFTRL_FRESH', '1')                          # nothing read back from a ledger either (kernels inherit it)
+    reproduce('smoke', only=names, figures_dir=tmp_path / 'figures', root=tmp_path / 'runs', log=lambda *a: None)
+    for name in names:
+        assert _plotted(tmp_path / 'figures' / f'{name}.csv') == _plotted(first / 'figures' / f'{name}.csv'), name
+
+
+def test_checkpoints_are_named_by_run_not_by_machine(tmp_path, monkeypatch):
+    from sftrl.study import _checkpoint_name
+    monkeypatch.setenv('SFTRL_RUNS', str(tmp_path / 'cache'))
+    assert _checkpoint_name(tmp_path / 'cache' / 'base' / 'base-smoke-1' / 'final', tmp_path / 'runs') == 'base/base-smoke-1/final'
+    assert _checkpoint_name(tmp_path / 'runs' / 'smoke' / 'rl' / 'r' / 'checkpoint-2', tmp_path / 'runs') == 'smoke/rl/r/checkpoint-2'
