@@ -1,8 +1,13 @@
-"""RL throughput on the tiny text policy (random weights): rollout turns/s and tokens/s (batched generation plus the
-scoring pass), and PPO update tokens/s (forward and backward over the buffer, 4 epochs), side by side in one run,
-for GP-L at two numbers of environments played together; then, as a reference point, one whole PPO iteration
-(rollout + update) against TRL's `GRPOTrainer` on the same model, task and verifier — single-turn, its own loop —
-with the same number of answers per iteration, answer length, temperature and optimizer steps.
+"""RL throughput on the tiny text policy (random weights), side by side in one run and interleaved:
+
+1. rollouts: turns/s and tokens/s of `collect` playing GP-L with its own sampling (each chat's ids kept, the old
+   log-probabilities and values read while generating) against `generate` re-encoding each chat with a scoring pass after;
+2. the PPO update: trained turn tokens/s (each turn's prompt and answer, as the per-turn update forwards them) of
+   today's per-turn scoring against episode-packed scoring (one sequence per chain), on the same rollout, from the
+   same weights, with the ratio;
+3. as a reference point, one whole PPO iteration (rollout + update) against TRL's `GRPOTrainer` on the same model,
+   task and verifier — single-turn, its own loop — with the same number of answers per iteration, answer length,
+   temperature and optimizer steps.
 
 Run: .venv/bin/python benchmarks/bench_rl.py   (prints figures; not a test)
 """
@@ -17,24 +22,45 @@ from accelerate import Accelerator
 from datasets import Dataset
 
 from sftrl.models import build_text_policy, build_tokenizer, count_parameters, task_texts
-from sftrl.rl import ActorCritic, ValueHead, collect, hidden_size, ppo_update, rl_run
+from sftrl.generate import generate
+from sftrl.rl import ActorCritic, ValueHead, chains, collect, hidden_size, ppo_update, rl_run
 from sftrl.tasks import make_env, start_episode, training_seeds
 
 
-def measure(policy, head, n_envs, steps=32, max_new_tokens=64):
-    "Rollout turns/s and tokens/s, then PPO update tokens/s, for one buffer of `steps` turns."
+def rollouts(policy, head, n_envs, steps=32, max_new_tokens=64, rounds=2):
+    "Rollout turns/s: `collect`'s own sampling against `generate` with a scoring pass after, interleaved, best of `rounds`."
+    best = {}
+    for _ in range(rounds):
+        for name, generator in (('generate + scoring pass', generate), ('own sampling', None)):
+            start = time.perf_counter()
+            rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=generator)
+            seconds = time.perf_counter() - start
+            tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
+            best[name] = max(best.get(name, (0,)), (len(rollout.turns) / seconds, rollout.generation.generated / seconds, tokens / seconds))
+    return best
+
+
+def update_seconds(policy, head, rollout, packed, epochs=1):
+    "Seconds of one PPO update (minibatch 16, `epochs` epochs) on `rollout`, from copies of the same weights."
+    model, value_head = copy.deepcopy(policy.model).train(), copy.deepcopy(head)
+    run = rl_run('tiny', 'gp-l', init='unused', minibatch=16, accumulation=1, ppo_epochs=epochs, temperature=1.0)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(value_head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
-    rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, max_new_tokens=max_new_tokens)
-    rollout_seconds = time.perf_counter() - start
-    tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
-    run = rl_run('tiny', 'gp-l', init='unused', minibatch=16, accumulation=1, ppo_epochs=4, temperature=0.2)
-    optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
-    start = time.perf_counter()
-    stats = ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=run.accumulation), rollout, run, policy.tokenizer.pad_token_id,
-                       np.random.default_rng(0))
-    update_seconds = time.perf_counter() - start
-    return (len(rollout.turns) / rollout_seconds, rollout.generation.generated / rollout_seconds, tokens / rollout_seconds,
-            stats['trained'].total / update_seconds, len(rollout.episodes))
+    stats = ppo_update(ActorCritic(model, value_head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=1), rollout, run,
+                       policy.tokenizer.pad_token_id, np.random.default_rng(0), packed=packed)
+    return time.perf_counter() - start, stats['trained'].total
+
+
+def updates(policy, head, steps=64, n_envs=16, max_new_tokens=128, rounds=2):
+    "Trained turn tokens/s of today's update and the packed one on one tiny-recipe rollout (temperature 1, 128 new tokens), interleaved."
+    rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens)
+    turn_tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
+    seconds = {False: [], True: []}
+    for _ in range(rounds):
+        for packed in (False, True):
+            took, forwarded = update_seconds(policy, head, rollout, packed)
+            seconds[packed].append(took)
+    return rollout, turn_tokens, {packed: min(s) for packed, s in seconds.items()}
 
 
 ANSWERS = 40   # model answers per iteration: turns for PPO (8 environments × 5 tries), completions for GRPO (5 prompts × 8)
@@ -93,15 +119,16 @@ if __name__ == '__main__':
     tokenizer = build_tokenizer(task_texts(n=200), 512)
     policy = build_text_policy(tokenizer, 'tiny', seed=0)
     head = ValueHead(hidden_size(policy.model))
-    print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} threads; "
-          f"GP-L, 32 turns per buffer, 64 new tokens per answer, 4 PPO epochs, minibatch 16")
-    results = {}
+    print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} threads; GP-L")
+    rollout, turn_tokens, best = updates(policy, head)
+    turns, chains_ = len(rollout.turns), len(chains(rollout.turns))
+    print(f"PPO update, one epoch of minibatch 16 on {turns} turns ({chains_} chains, {turn_tokens} turn tokens), best of 2 interleaved:")
+    for packed, name in ((False, "today's (per turn)"), (True, 'episode-packed')):
+        print(f"  {name:20s} {best[packed]:6.1f} s  {turn_tokens / best[packed]:7.0f} trained turn tok/s")
+    print(f"  packed / today's: {best[False] / best[True]:.2f}x")
     for n_envs in (4, 16):
-        turns, generated, processed, trained, episodes = measure(policy, head, n_envs)
-        results[n_envs] = turns
-        print(f"{n_envs:2d} environments: rollout {turns:6.2f} turns/s, {generated:7.0f} generated tok/s, "
-              f"{processed:7.0f} turn tok/s; PPO update {trained:7.0f} trained tok/s; {episodes} episodes finished")
-    print(f"rollout turns/s, 16 environments / 4: {results[16] / results[4]:.2f}x")
+        for name, (turns, generated, processed) in rollouts(policy, head, n_envs).items():
+            print(f"rollout, {n_envs:2d} environments, {name:24s} {turns:6.2f} turns/s, {generated:6.0f} generated tok/s, {processed:6.0f} turn tok/s")
     print(f"\none whole iteration (rollout + update), {ANSWERS} answers of up to 64 tokens at temperature 0.2, "
           f"then 8 optimizer steps of {ANSWERS // 2} answers (each answer trained on 4 times):")
     for name, (seconds, episodes, answers, generated, tokens) in (('sftrl PPO, multi-turn', ppo_iteration(policy)),

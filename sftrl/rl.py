@@ -20,21 +20,23 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
 
 from .base import building
 from .core import config_hash, installed_trackers
 from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
-from .generate import encode, generate, generator
-from .models import Policy, count_parameters, load_policy, save_policy
+from .generate import Generation, RowSeededSampling, chat_messages, encode, generate, generator
+from .generate import _answer_ids, _generation, _row_seed
+from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic',
-           'hidden_size', 'Turn', 'score_tokens', 'score', 'remember', 'Rollout', 'training_episodes', 'collect', 'gae',
-           'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'kl_probes', 'kl_to_init', 'init_tokens',
-           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
+           'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout', 'training_episodes',
+           'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'kl_probes', 'kl_to_init',
+           'init_tokens', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
            'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
@@ -68,9 +70,9 @@ class ActorCritic(torch.nn.Module):
         self._no_split_modules = getattr(model, '_no_split_modules', None)   # what FSDP's auto-wrap splits on
 
     def forward(self, input_ids, attention_mask, last_prompt, **extra):
-        "Logits at every position, and the value at each row's `last_prompt` position."
+        "Logits at every position, and the value at each row's `last_prompt` position ([rows], or [rows, k] for k turns a row)."
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False, **extra)
-        rows = torch.arange(len(last_prompt), device=last_prompt.device)
+        rows = torch.arange(len(last_prompt), device=last_prompt.device).view(-1, *[1] * (last_prompt.dim() - 1))
         return out.logits, self.value_head(out.hidden_states[-1][rows, last_prompt])
 
 def hidden_size(model) -> int:
@@ -104,38 +106,68 @@ def _answer_rows(rows: list[list[float]], width: int, device=None) -> torch.Tens
     "Per-answer-token values of turns as a [turns, width] float tensor, zero past each answer."
     return torch.tensor([list(r) + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32, device=device)
 
-def score_tokens(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
-    "Each answer token's log-probability and entropy under `logits / temperature` ([turns, longest answer], zero past an answer), and each turn's value."
-    sequences = [t.prompt_ids + t.answer_ids for t in turns]
+def _same_image(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+def chains(turns: list[Turn]) -> list[list[int]]:
+    "`turns` (in play order) grouped into chains, as lists of indices: consecutive turns of one episode whose prompt ids begin with the previous turn's prompt and answer ids."
+    groups, open_ = [], {}
+    for i, t in enumerate(turns):
+        k = open_.get((t.env, t.episode))
+        if k is not None:
+            last = turns[groups[k][-1]]
+            seen = last.prompt_ids + last.answer_ids
+            if len(t.prompt_ids) > len(seen) and t.prompt_ids[:len(seen)] == seen and _same_image(t.pixel_values, last.pixel_values):
+                groups[k].append(i); continue
+        open_[(t.env, t.episode)] = len(groups); groups.append([i])
+    return groups
+
+def score_tokens(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, packed: bool = False):
+    "Each answer token's log-probability and entropy under `logits / temperature` ([turns, longest answer], zero past an answer), and each turn's value; `packed`: one sequence per chain."
+    groups = chains(turns) if packed else [[i] for i in range(len(turns))]
+    sequences = [turns[g[-1]].prompt_ids + turns[g[-1]].answer_ids for g in groups]   # a chain's last turn holds the others
     ids, mask = _pad(sequences, pad_id), _pad([[1] * len(s) for s in sequences], 0)
     device = next(actor_critic.parameters()).device
-    extra = {'pixel_values': torch.stack([t.pixel_values for t in turns]).to(device)} if turns[0].pixel_values is not None else {}
-    last_prompt = torch.tensor([len(t.prompt_ids) - 1 for t in turns], device=device)
-    logits, values = actor_critic(ids.to(device), mask.to(device), last_prompt, **extra)
+    extra = {'pixel_values': torch.stack([turns[g[0]].pixel_values for g in groups]).to(device)} if turns[0].pixel_values is not None else {}
+    row, place = torch.zeros(len(turns), dtype=torch.long), torch.zeros(len(turns), dtype=torch.long)
+    for r, g in enumerate(groups): row[g], place[g] = r, torch.arange(len(g))
+    last_prompt = _pad([[len(turns[i].prompt_ids) - 1 for i in g] for g in groups], 0).to(device)
+    logits, values = actor_critic(ids.to(device), mask.to(device), last_prompt, **extra)   # values: [chains, turns of the longest]
     width = max(1, max(len(t.answer_ids) for t in turns))
-    # the logit at position p predicts token p + 1: a turn's k-th answer token is read at len(prompt) - 1 + k
+    # the logit at position p predicts token p + 1: a turn's k-th answer token is read at len(prompt) - 1 + k of its sequence
     at = torch.tensor([[len(t.prompt_ids) - 1 + min(k, max(len(t.answer_ids) - 1, 0)) for k in range(width)] for t in turns], device=device)
-    logp = torch.log_softmax(logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature, dim=-1)
+    rows = row.to(device)[:, None]
+    logp = torch.log_softmax(logits[rows, at].float() / temperature, dim=-1)
     answer = _answer_rows([[1.0] * len(t.answer_ids) for t in turns], width, device)
-    targets = ids.to(device).gather(1, (at + 1).clamp(max=ids.shape[1] - 1))   # clamped: a turn without answer tokens reads nothing
+    targets = ids.to(device)[rows, (at + 1).clamp(max=ids.shape[1] - 1)]   # clamped: a turn without answer tokens reads nothing
     token_logp = logp.gather(-1, targets[..., None]).squeeze(-1) * answer
-    return token_logp, -(logp.exp() * logp).sum(-1) * answer, values
+    return token_logp, -(logp.exp() * logp).sum(-1) * answer, values[row.to(device), place.to(device)]
 
-def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int):
+def score(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, packed: bool = False):
     "Weighted log-probabilities (the official turn log-probability), mean answer-token entropies and values of `turns` (with gradients if enabled)."
-    token_logp, entropy, values = score_tokens(actor_critic, turns, temperature, pad_id)
+    token_logp, entropy, values = score_tokens(actor_critic, turns, temperature, pad_id, packed)
     weights = _answer_rows([t.weights for t in turns], token_logp.shape[1], token_logp.device)
     answer = _answer_rows([[1.0] * len(t.answer_ids) for t in turns], token_logp.shape[1], token_logp.device)
     return (token_logp * weights).sum(-1), entropy.sum(-1) / answer.sum(-1).clamp_min(1), values
 
-def remember(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int) -> list[Turn]:
+def _forwarded(turns: list[Turn], packed: bool = False) -> TokenCount:
+    "The tokens `score_tokens` reads for `turns`: each turn's prompt and answer, or with `packed` each chain's once."
+    groups = chains(turns) if packed else [[i] for i in range(len(turns))]
+    answers = sum(len(t.answer_ids) for t in turns)
+    return TokenCount(sum(len(turns[g[-1]].prompt_ids) + len(turns[g[-1]].answer_ids) for g in groups) - answers, 0, answers)
+
+def _keep_old(turns: list[Turn], token_logps: list[list[float]], values: list[float]) -> list[Turn]:
+    "Store in each turn its log-probabilities (per token and the weighted sum) and its value."
+    for t, row, value in zip(turns, token_logps, values):
+        t.token_logprobs = list(row[:len(t.answer_ids)])
+        t.logprob, t.value = float(sum(w * p for w, p in zip(t.weights, t.token_logprobs))), float(value)
+    return turns
+
+def remember(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, packed: bool = False) -> list[Turn]:
     "Store in each of `turns` what PPO later compares against: its log-probabilities (per token and the weighted sum) and its value, now."
     with torch.no_grad():
-        token_logp, _, values = score_tokens(actor_critic, turns, temperature, pad_id)
-    weights = _answer_rows([t.weights for t in turns], token_logp.shape[1], token_logp.device)
-    for t, row, total, value in zip(turns, token_logp.tolist(), (token_logp * weights).sum(-1).tolist(), values.tolist()):
-        t.token_logprobs, t.logprob, t.value = row[:len(t.answer_ids)], total, value
-    return turns
+        token_logp, _, values = score_tokens(actor_critic, turns, temperature, pad_id, packed)
+    return _keep_old(turns, token_logp.tolist(), values.tolist())
 
 # %% ../nbs/08_rl.ipynb #40789e4d
 @dataclass
@@ -145,6 +177,7 @@ class Rollout:
     last_values: list[float]
     episodes: list[dict]
     generation: TokenCount
+    scored: TokenCount = field(default_factory=TokenCount)   # what a scoring pass after generation forwarded (none when generation read it)
 
 def _observation(task, obs: dict, info: dict) -> dict:
     return {'messages': info['messages'], 'info': info, **({'image': obs['image']} if task.vision else {})}
@@ -152,12 +185,64 @@ def _observation(task, obs: dict, info: dict) -> dict:
 def _pixel_rows(policy: Policy, batch: list[dict]):
     return list(encode(policy, batch)['pixel_values']) if policy.kind == 'vision' else [None] * len(batch)
 
-def _values(actor_critic: ActorCritic, policy: Policy, batch: list[dict]) -> list[float]:
-    "Values of observations (the bootstrap after the buffer's last turn)."
-    inputs = encode(policy, batch)
+def _values(actor_critic: ActorCritic, prompts: list[list[int]], pixels: list, pad_id: int) -> list[float]:
+    "Values of prompts given as ids (the bootstrap after the buffer's last turn)."
     device = next(actor_critic.parameters()).device
-    last = torch.full((len(batch),), inputs['input_ids'].shape[1] - 1, device=device)   # left padding: the last prompt token
-    with torch.no_grad(): return actor_critic(**{k: v.to(device) for k, v in inputs.items()}, last_prompt=last)[1].tolist()
+    ids, mask = _pad(prompts, pad_id), _pad([[1] * len(p) for p in prompts], 0)
+    extra = {'pixel_values': torch.stack(pixels).to(device)} if pixels[0] is not None else {}
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    with torch.no_grad(): return actor_critic(ids.to(device), mask.to(device), last, **extra)[1].tolist()
+
+def _encoded(policy: Policy, item: dict) -> tuple[list[int], torch.Tensor | None]:
+    "An observation's chat as ids (and image) the way `generate` reads it: where a chat starts."
+    inputs = encode(policy, [item])
+    return inputs['input_ids'][0].tolist(), inputs['pixel_values'][0] if policy.kind == 'vision' else None
+
+def _continued(policy: Policy, before: list[dict], after: list[dict], turn: Turn, text: str) -> tuple | None:
+    "The next prompt (ids, image): the turn's prompt and answer ids as played plus the ids the chat template adds (the verifier's reply as the next user turn); None if the next chat does not extend this one."
+    render = lambda messages: policy.tokenizer.apply_chat_template(chat_messages(messages, policy.kind == 'vision'),
+                                                                    add_generation_prompt=True, tokenize=False)
+    if len(after) != len(before) + 2: return None          # a new chat (V-IRL's next position) or the end
+    head, full = render(before) + text, render(after)
+    if not full.startswith(head): return None
+    tail, eos = full[len(head):], policy.tokenizer.eos_token
+    if turn.answer_ids[-1:] == [policy.tokenizer.eos_token_id] and tail.startswith(eos): tail = tail[len(eos):]
+    return turn.prompt_ids + turn.answer_ids + policy.tokenizer(tail, add_special_tokens=False)['input_ids'], turn.pixel_values
+
+class _Recording(RowSeededSampling):
+    "`RowSeededSampling` that never picks the `banned` ids and keeps, step by step, the log-probability under `logits / temperature` of the token it picks."
+    def __init__(self, temperature: float, row_seeds: list[int], banned: list[int] = ()):
+        super().__init__(temperature, row_seeds)
+        self.logprobs, self.banned = [], list(banned)
+    def __call__(self, input_ids, scores):
+        noisy = super().__call__(input_ids, scores)
+        noisy[:, self.banned] = float('-inf')
+        picked = noisy.argmax(-1, keepdim=True)   # what greedy decoding of the noisy scores picks: the sample
+        self.logprobs.append(torch.log_softmax(scores.float() / self.temperature, -1).gather(-1, picked)[:, 0].cpu())
+        return noisy
+
+def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]], pixels: list, batch: list[dict],
+            temperature: float, seed: int, max_new_tokens: int) -> tuple[Generation, list[list[float]], list[float]]:
+    "Answers continuing `prompts` (ids), sampled as `generate` samples (each row seeded from `seed` and its observation); each answer token's log-probability and the value at the last prompt token, read while generating."
+    tokenizer, model, device = policy.tokenizer, policy.model, next(policy.model.parameters()).device
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    extra = {'pixel_values': torch.stack(pixels).to(device)} if pixels[0] is not None else {}
+    banned = [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # a LLaVA cannot read an answer holding one
+    sampling, last_hidden = _Recording(temperature, [_row_seed(seed, item) for item in batch], banned), []
+    keep_first = lambda module, args, out: None if last_hidden else last_hidden.append(out[:, -1])   # the prompt's pass: left-padded, -1 is its last token
+    hook = model.get_decoder().norm.register_forward_hook(keep_first)
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, **extra, do_sample=False, num_beams=1, logits_processor=LogitsProcessorList([sampling]),
+                                 max_new_tokens=max_new_tokens, use_cache=True, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, top_k=None, top_p=None, temperature=None)
+            values = actor_critic.value_head(last_hidden[0]).tolist()
+    finally: hook.remove()
+    answers = [_answer_ids(r, tokenizer) for r in out[:, width:].cpu()]
+    logprobs = torch.stack(sampling.logprobs, 1).tolist()
+    return _generation(tokenizer, prompts, answers), logprobs, values
 
 # %% ../nbs/08_rl.ipynb #8a14eaea
 @functools.lru_cache(maxsize=8)
@@ -190,17 +275,36 @@ def _play(env, turn: Turn, text: str, state: tuple, official_budget: bool) -> tu
     turn.success = bool(terminated and info['verdict'].correct)
     return None if turn.done else (obs, info, episode, state[3])
 
+def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[dict], kept: list, temperature: float, seed: int,
+            max_new_tokens: int):
+    "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None)."
+    if generator is not None:   # another backend answers the observations; `collect` scores the turns after
+        return generator(policy, batch, temperature, seed=seed, max_new_tokens=max_new_tokens), _pixel_rows(policy, batch), None, None
+    prompts, pixels = [k[0] for k in kept], [k[1] for k in kept]
+    out, logprobs, values = _sample(actor_critic, policy, prompts, pixels, batch, temperature, seed, max_new_tokens)
+    return out, pixels, logprobs, values
+
+def _remember_chains(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, per_forward: int) -> TokenCount:
+    "`remember` a rollout's turns after it: one sequence per chain, `per_forward` chains a forward; the tokens read."
+    groups, read = chains(turns), TokenCount()
+    for k in range(0, len(groups), per_forward):
+        part = [turns[i] for g in groups[k:k + per_forward] for i in g]
+        remember(actor_critic, part, temperature, pad_id, packed=True)
+        read = read + _forwarded(part, packed=True)
+    return read
+
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
-            env_kwargs: dict | None = None, generator=generate, official_budget: bool = False,
+            env_kwargs: dict | None = None, generator=None, official_budget: bool = False,
             group_size: int | None = None) -> Rollout:
-    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end."
+    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end. `generator` None: the policy continues each chat's own ids (`_sample`)."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
     size = group_size or 1
     if n_envs % size: raise ValueError(f"n_envs must be a multiple of group_size, got {n_envs} and {group_size}")
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
     episodes_from, hands, episode_ids = training_episodes(task, seed), itertools.count(), itertools.count()
     states = [None] * n_envs     # per environment: observation, info, the episode's tally, (hand, episode); None: waiting
+    kept = [None] * n_envs       # per environment, while its chat goes on: the ids (and image) of its next prompt
     def deal(group: int):        # the group's environments start the next training hand together
         members, hand = range(group * size, (group + 1) * size), next(hands)
         first = episodes_from(envs[members[0]])
@@ -214,21 +318,27 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         return list(range(min(n_envs, steps - len(turns))))
     while live := playing():
         batch = [_observation(task, *states[i][:2]) for i in live]
-        out = generator(policy, batch, temperature, seed=hash((seed, round_)) % 2**63, max_new_tokens=max_new_tokens)
+        for i, item in zip(live, batch):
+            if generator is None and kept[i] is None: kept[i] = _encoded(policy, item)   # a chat that starts is encoded
+        out, pixels, logprobs, values = _answer(policy, actor_critic, generator, batch, [kept[i] for i in live], temperature,
+                                                hash((seed, round_)) % 2**63, max_new_tokens)
         tokens, round_ = tokens + out.tokens, round_ + 1
         new = [Turn(p, a, action_weights(tokenizer, a, ACTION_KEYS[task.env], thought_weight, skip_first), px, 0.0, 0.0, env=i)
-               for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))]
-        for turn, text in zip(remember(actor_critic, new, temperature, tokenizer.pad_token_id), out.texts):
-            episode = states[turn.env][2]
+               for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, pixels)]
+        if logprobs is not None: _keep_old(new, logprobs, values)
+        for turn, text in zip(new, out.texts):
+            episode, before = states[turn.env][2], states[turn.env][1]['messages']
             states[turn.env] = _play(envs[turn.env], turn, text, states[turn.env], official_budget)
+            if generator is None: kept[turn.env] = states[turn.env] and _continued(policy, before, states[turn.env][1]['messages'], turn, text)
             turns.append(turn)
             if turn.done: episodes.append({**episode, 'success': turn.success})
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
             if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
                 deal(group)
-    if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens)   # every episode ended: nothing to bootstrap
-    last = _values(actor_critic, policy, [_observation(task, *states[i][:2]) for i in range(n_envs)])
-    return Rollout(turns, last, episodes, tokens)
+    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if generator is not None else TokenCount()
+    if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens, scored)   # every episode ended: nothing to bootstrap
+    pending = [kept[i] or _encoded(policy, _observation(task, *states[i][:2])) for i in range(n_envs)]
+    return Rollout(turns, _values(actor_critic, [p for p, _ in pending], [px for _, px in pending], tokenizer.pad_token_id), episodes, tokens, scored)
 
 # %% ../nbs/08_rl.ipynb #f33e426e
 def gae(turns: list[Turn], last_values: list[float], gamma: float = 0.9, lam: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -375,20 +485,24 @@ def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
     return replace(RL_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
 
 # %% ../nbs/08_rl.ipynb #575b9c0e
-def _minibatches(n: int, size: int, accumulation: int, rng: np.random.Generator) -> list[np.ndarray]:
-    "A shuffle of `n` turns cut into minibatches of about `size`, as many as fill whole optimizer steps of `accumulation` minibatches."
+def _minibatches(turns: list[Turn], size: int, accumulation: int, rng: np.random.Generator, packed: bool = False) -> list[np.ndarray]:
+    "A shuffle of the turns (`packed`: of their chains, each kept whole and in order) cut into minibatches of about `size`, as many as fill whole optimizer steps of `accumulation` minibatches."
+    n = len(turns)
     if n < accumulation: raise ValueError(f"{n} turns cannot fill one optimizer step of {accumulation} minibatches")
-    return np.array_split(rng.permutation(n), accumulation * max(1, round(n / (size * accumulation))))
+    count = accumulation * max(1, round(n / (size * accumulation)))
+    if not packed: return np.array_split(rng.permutation(n), count)
+    groups = chains(turns)
+    return np.array_split(np.array([i for k in rng.permutation(len(groups)) for i in groups[k]], dtype=int), count)
 
 def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
-               rng: np.random.Generator, reference=None) -> dict:
-    "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it), a step every `run.accumulation` minibatches; mean statistics."
+               rng: np.random.Generator, reference=None, packed: bool | None = None) -> dict:
+    "PPO epochs over the buffer (`actor_critic` as `accelerator` prepared it), a step every `run.accumulation` minibatches; mean statistics. `packed` (default: minibatches of more than one turn): one sequence per chain."
     if accelerator.gradient_accumulation_steps != run.accumulation:
         raise ValueError(f"the accelerator accumulates {accelerator.gradient_accumulation_steps} minibatches, the run {run.accumulation}: "
                          "make it with Accelerator(gradient_accumulation_steps=run.accumulation)")
     if any(len(t.token_logprobs) != len(t.answer_ids) for t in rollout.turns):
         raise ValueError("every turn needs its log-probabilities from when it was played: play turns with `collect`, or call `remember` on them")
-    grouped = run.group_size is not None
+    grouped, packed = run.group_size is not None, run.minibatch > 1 if packed is None else packed
     advantages, returns = group_advantages(rollout.turns, run.gamma) if grouped else gae(rollout.turns, rollout.last_values, run.gamma, run.lam)
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     device = next(actor_critic.parameters()).device
@@ -398,18 +512,18 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
     stats, trained = [], TokenCount()
     optimizer.zero_grad()
     for epoch in range(run.ppo_epochs):
-        for idx in _minibatches(len(rollout.turns), run.minibatch, run.accumulation, rng):
+        for idx in _minibatches(rollout.turns, run.minibatch, run.accumulation, rng, packed):
             # accelerate adds up `run.accumulation` minibatches (loss scaled, gradients synced and stepped on the last)
             with accelerator.accumulate(actor_critic):
                 turns = [rollout.turns[i] for i in idx]
-                token_logp, entropy, value = score_tokens(actor_critic, turns, run.temperature, pad_id)
+                token_logp, entropy, value = score_tokens(actor_critic, turns, run.temperature, pad_id, packed)
                 rows = lambda values: _answer_rows(values, token_logp.shape[1], device)
                 weights, answer = rows([t.weights for t in turns]), rows([[1.0] * len(t.answer_ids) for t in turns])
                 loss, parts = ppo_loss(token_logp, rows([t.token_logprobs for t in turns]), tensor(normalised, idx), value,
                                        tensor([t.value for t in rollout.turns], idx), tensor(returns, idx), run.clip,
                                        0.0 if grouped else run.value_coef, run.ratio_fallback, run.value_clip, weights, run.ratio)
                 if run.kl_coef and reference is not None:
-                    with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id)[0]
+                    with torch.no_grad(): ref_logprob = score(reference, turns, run.temperature, pad_id, packed)[0]
                     log_ratio = ref_logprob - (token_logp * weights).sum(-1)
                     loss = loss + run.kl_coef * (torch.exp(log_ratio) - 1 - log_ratio).mean()
                 mean_entropy = (entropy.sum(-1) / answer.sum(-1).clamp_min(1)).mean()
@@ -419,7 +533,7 @@ def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRu
                     accelerator.clip_grad_norm_(params, run.max_grad_norm)
                     optimizer.step(); optimizer.zero_grad()
             stats.append({**parts, 'entropy': mean_entropy.item(), 'epoch': epoch})
-            trained = trained + TokenCount(sum(len(t.prompt_ids) for t in turns), 0, sum(len(t.answer_ids) for t in turns))
+            trained = trained + _forwarded(turns, packed)
     return _update_stats(pd.DataFrame(stats), rollout, returns, grouped, trained)
 
 def _update_stats(stats: pd.DataFrame, rollout: Rollout, returns: np.ndarray, grouped: bool, trained: TokenCount) -> dict:
@@ -526,7 +640,8 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
-    generate_with, pad_id = generator(policy, run.backend), policy.tokenizer.pad_token_id
+    generate_with = None if run.backend == 'transformers' else generator(policy, run.backend)   # None: `collect`'s own sampling
+    pad_id = policy.tokenizer.pad_token_id
     bare = accelerator.unwrap_model(actor_critic)
     with accelerator.autocast():
         probes = _probes(folder, run, Policy(bare.model, policy.tokenizer, policy.processor, policy.kind), bare.value_head,
@@ -541,12 +656,12 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
             rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
                               run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, _env_kwargs(run), generate_with,
                               run.official_budget, run.group_size)
-        scored = TokenCount(sum(len(t.prompt_ids) for t in rollout.turns), 0, sum(len(t.answer_ids) for t in rollout.turns))
+        buffered = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)   # D_RL of the paper's compute
         stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, pad_id, rng, reference)
         scheduler.step()
         stats['rank_checksums'] = _rank_checksums(accelerator, actor_critic)
-        totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + scored,
-                  'd_rl': totals['d_rl'] + scored.total}
+        totals = {'trained': totals['trained'] + stats.pop('trained'), 'rollouts': totals['rollouts'] + rollout.generation + rollout.scored,
+                  'd_rl': totals['d_rl'] + buffered}
         if accelerator.is_main_process:
             with accelerator.autocast(): stats.update(kl_to_init(bare, probes, run.temperature, pad_id))
             compute = rl_compute(run.task, n_params, d_init, totals)

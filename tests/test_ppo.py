@@ -374,3 +374,39 @@ def test_a_group_baseline_update_prefers_the_episode_that_solved_the_hand_sooner
     after = score(actor_critic, first, 0.2, policy.tokenizer.pad_token_id)[0].detach()
     for t, b, a in zip(first, before, after):
         assert (a > b) == t.success, (t.success, b, a)
+
+
+@pytest.mark.parametrize('ratio,group_size', [('turn', None), ('token', 2)])
+def test_a_packed_update_is_the_per_turn_update(policy, ratio, group_size):
+    "On the same rollout and the same minibatch (the whole buffer), episode-packed scoring gives the per-turn update's statistics and weights, to 1e-5."
+    from sftrl.rl import collect
+    tok, results = policy.tokenizer, {}
+    rollout = collect(policy, ValueHead(hidden_size(policy.model)), 'gp-l', steps=8, n_envs=2, seed=2, temperature=1.0,
+                      max_new_tokens=10, group_size=group_size)
+    run = rl_run('smoke', 'gp-l', init='unused', minibatch=len(rollout.turns), accumulation=1, ppo_epochs=2, learning_rate=1e-3,
+                 temperature=1.0, ratio=ratio, group_size=group_size, kl_coef=0.1)
+    for packed in (False, True):
+        torch.manual_seed(0)
+        head, model = ValueHead(hidden_size(policy.model)), build_text_policy(tok, 'smoke', seed=0).model.train()
+        optimizer = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=run.learning_rate, eps=1e-7)
+        stats = ppo_update(ActorCritic(model, head), optimizer, Accelerator(cpu=True), rollout, run, tok.pad_token_id,
+                           np.random.default_rng(0), reference=build_text_policy(tok, 'smoke', seed=0).model.eval(), packed=packed)
+        results[packed] = stats, torch.cat([p.detach().flatten() for p in list(model.parameters()) + list(head.parameters())])
+    (per_turn, before), (packed, after) = results[False], results[True]
+    for key in ('policy_loss', 'value_loss', 'approx_kl', 'turn_kl', 'entropy', 'clip_fraction'):
+        assert abs(per_turn[key] - packed[key]) < 1e-5, (key, per_turn[key], packed[key])
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    assert packed['trained'].total < per_turn['trained'].total          # each chain forwarded once
+    assert packed['trained'].generated == per_turn['trained'].generated  # the same answer tokens trained
+
+
+def test_packed_minibatches_keep_chains_whole_and_sizes_as_before(policy):
+    from sftrl.rl import _minibatches, chains, collect
+    rollout = collect(policy, ValueHead(hidden_size(policy.model)), 'gp-l', steps=23, n_envs=3, seed=0, temperature=1.0, max_new_tokens=6)
+    per_turn = _minibatches(rollout.turns, 4, 2, np.random.default_rng(0))
+    packed = _minibatches(rollout.turns, 4, 2, np.random.default_rng(0), packed=True)
+    assert [len(m) for m in packed] == [len(m) for m in per_turn] and sorted(np.concatenate(packed)) == list(range(23))
+    order = list(np.concatenate(packed))
+    for chain in chains(rollout.turns):                                   # each chain in one run of the shuffle, in play order
+        start = order.index(chain[0])
+        assert order[start:start + len(chain)] == chain

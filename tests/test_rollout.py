@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from sftrl.evaluate import TokenCount
-from sftrl.generate import Generation, encode
+from sftrl.generate import Generation, encode, generate
 from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, task_texts
-from sftrl.rl import ActorCritic, Turn, ValueHead, collect, hidden_size, score
-from sftrl.tasks import get_task, oracle_answer
+from sftrl.rl import (ActorCritic, Turn, ValueHead, _forwarded, _observation, chains, collect, hidden_size, remember, score, score_tokens,
+                      training_episodes)
+from sftrl.tasks import get_task, make_env, oracle_answer
 
 WRONG = '{"cards": ["A", "A", "A", "A"], "number": [1, 1, 1, 1], "formula": "1+1=24"}'
 
@@ -193,3 +194,64 @@ def test_a_group_waits_for_its_slowest_episode_before_the_next_hand(policy, head
 def test_groups_must_divide_the_environments(policy, head):
     with pytest.raises(ValueError, match='n_envs must be a multiple of group_size'):
         collect(policy, head, 'gp-l', steps=4, n_envs=3, seed=0, group_size=2)
+
+
+def _first_turns(rollout):
+    return [t for k, t in enumerate(rollout.turns) if k == 0 or rollout.turns[k - 1].done or t.env != rollout.turns[k - 1].env]
+
+
+def test_a_chat_goes_on_in_the_ids_it_was_played_in(policy, head):
+    "Own sampling: each retry's prompt is the previous prompt and sampled answer, ids as played, then the verifier's reply — one chain per episode."
+    rollout = collect(policy, head, 'gp-l', steps=14, n_envs=3, seed=4, temperature=1.0, max_new_tokens=12)
+    by_env = _by_env(rollout.turns)
+    for turns in by_env.values():
+        for before, after in zip(turns, turns[1:]):
+            if before.done: continue
+            played = before.prompt_ids + before.answer_ids
+            assert after.prompt_ids[:len(played)] == played
+            reply = policy.tokenizer.decode(after.prompt_ids[len(played):])
+            assert 'You failed this trial' in reply and reply.endswith('<|assistant|>')
+    lengths = sorted(len(c) for c in chains(rollout.turns))
+    episodes = {}
+    for t in rollout.turns: episodes[t.episode] = episodes.get(t.episode, 0) + 1
+    assert lengths == sorted(episodes.values())                     # a chain is an episode, played to its cut
+    assert rollout.scored == TokenCount()                           # no scoring pass: generation read the old values
+
+
+def test_own_sampling_opens_as_generate_samples(policy, head):
+    "The first turns of a rollout are what `generate` samples from the same seed: the same prompts and answers."
+    rollout = collect(policy, head, 'gp-l', steps=3, n_envs=3, seed=7, temperature=1.0, max_new_tokens=12)
+    next_episode = training_episodes('gp-l', 7)
+    batch = [_observation(get_task('gp-l'), *next_episode(make_env('gp-l', 'train'))) for _ in range(3)]
+    out = generate(policy, batch, 1.0, seed=hash((7, 0)) % 2**63, max_new_tokens=12)
+    assert [t.prompt_ids for t in rollout.turns] == out.prompt_ids and [t.answer_ids for t in rollout.turns] == out.answer_ids
+
+
+@pytest.mark.parametrize('task', ['gp-l', 'gp-vl'])
+def test_old_values_read_while_generating_and_packed_scores_equal_the_per_turn_scoring(tokenizer, task):
+    "To 1e-5: the log-probabilities and values `collect` keeps from generation, and one packed forward per chain, against scoring each turn alone."
+    policy = build_text_policy(tokenizer, 'smoke', seed=0) if task == 'gp-l' else build_vision_policy(tokenizer, 'smoke', seed=0)
+    head = ValueHead(hidden_size(policy.model))
+    rollout = collect(policy, head, task, steps=8, n_envs=2, seed=1, temperature=1.0, max_new_tokens=10,
+                      env_kwargs={'resolution': 64} if task == 'gp-vl' else None)
+    assert max(len(c) for c in chains(rollout.turns)) > 1
+    actor_critic, pad = ActorCritic(policy.model, head), policy.tokenizer.pad_token_id
+    with torch.no_grad():
+        per_turn = score_tokens(actor_critic, rollout.turns, 1.0, pad)
+        packed = score_tokens(actor_critic, rollout.turns, 1.0, pad, packed=True)
+    for a, b in zip(per_turn, packed): torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    kept = torch.zeros_like(per_turn[0])
+    for k, t in enumerate(rollout.turns): kept[k, :len(t.token_logprobs)] = torch.tensor(t.token_logprobs)
+    torch.testing.assert_close(kept, per_turn[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor([t.value for t in rollout.turns]), per_turn[2], atol=1e-5, rtol=0)
+
+
+def test_another_generator_gets_one_packed_scoring_pass(policy, head):
+    "A backend that answers observations (here a script): its turns are scored after the rollout, one forward per chain, as each alone."
+    rollout = collect(policy, head, 'gp-l', steps=6, n_envs=2, seed=3, generator=scripted(right_on=2))
+    assert [len(c) for c in chains(rollout.turns)] == [3, 3]        # re-encoded chats still extend each other here
+    assert rollout.scored == _forwarded(rollout.turns, packed=True) and rollout.scored.total < _forwarded(rollout.turns).total
+    alone = [remember(ActorCritic(policy.model, head), [Turn(t.prompt_ids, t.answer_ids, t.weights, None, 0.0, 0.0)], 0.2,
+                      policy.tokenizer.pad_token_id)[0] for t in rollout.turns]
+    for t, a in zip(rollout.turns, alone):
+        assert abs(t.logprob - a.logprob) < 1e-5 and abs(t.value - a.value) < 1e-5
