@@ -1,7 +1,7 @@
 """RL throughput on the tiny text policy (random weights), side by side in one run and interleaved:
 
 1. rollouts: turns/s and tokens/s of `collect` playing GP-L with its own sampling (each chat's ids kept, the old
-   log-probabilities and values read while generating) against `generate` re-encoding each chat with a scoring pass after;
+   log-probabilities and values read while generating) against `generate` re-encoding each chat, its turns scored after (one packed forward per chain);
 2. the PPO update: trained turn tokens/s (each turn's prompt and answer, as the per-turn update forwards them) of
    today's per-turn scoring against episode-packed scoring (one sequence per chain), on the same rollout, from the
    same weights, with the ratio;
@@ -31,7 +31,7 @@ def rollouts(policy, head, n_envs, steps=32, max_new_tokens=64, rounds=2):
     "Rollout turns/s: `collect`'s own sampling against `generate` with a scoring pass after, interleaved, best of `rounds`."
     best = {}
     for _ in range(rounds):
-        for name, generator in (('generate + scoring pass', generate), ('own sampling', None)):
+        for name, generator in (('generate, scored after', generate), ('own sampling', None)):
             start = time.perf_counter()
             rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=generator)
             seconds = time.perf_counter() - start
@@ -128,7 +128,7 @@ if __name__ == '__main__':
     print(f"  packed / today's: {best[False] / best[True]:.2f}x")
     for n_envs in (4, 16):
         for name, (turns, generated, processed) in rollouts(policy, head, n_envs).items():
-            print(f"rollout, {n_envs:2d} environments, {name:24s} {turns:6.2f} turns/s, {generated:6.0f} generated tok/s, {processed:6.0f} turn tok/s")
+            print(f"rollout, {n_envs:2d} environments, {name:22s} {turns:6.2f} turns/s, {generated:6.0f} generated tok/s, {processed:6.0f} turn tok/s")
     print(f"\none whole iteration (rollout + update), {ANSWERS} answers of up to 64 tokens at temperature 0.2, "
           f"then 8 optimizer steps of {ANSWERS // 2} answers (each answer trained on 4 times):")
     for name, (seconds, episodes, answers, generated, tokens) in (('sftrl PPO, multi-turn', ppo_iteration(policy)),

@@ -296,8 +296,8 @@ def _remember_chains(actor_critic: ActorCritic, turns: list[Turn], temperature: 
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,
             max_new_tokens: int = 256, viter: int | None = None, thought_weight: float = 0.5, skip_first: int = 0,
             env_kwargs: dict | None = None, generator=None, official_budget: bool = False,
-            group_size: int | None = None) -> Rollout:
-    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end. `generator` None: the policy continues each chat's own ids (`_sample`)."
+            group_size: int | None = None, rescore: bool = False) -> Rollout:
+    "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end. `generator` None: the policy continues each chat's own ids (`_sample`); `rescore`: score the turns after even then."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
     size = group_size or 1
     if n_envs % size: raise ValueError(f"n_envs must be a multiple of group_size, got {n_envs} and {group_size}")
@@ -335,7 +335,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
             if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
                 deal(group)
-    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if generator is not None else TokenCount()
+    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if generator is not None or rescore else TokenCount()
     if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens, scored)   # every episode ended: nothing to bootstrap
     pending = [kept[i] or _encoded(policy, _observation(task, *states[i][:2])) for i in range(n_envs)]
     return Rollout(turns, _values(actor_critic, [p for p, _ in pending], [px for _, px in pending], tokenizer.pad_token_id), episodes, tokens, scored)
@@ -486,13 +486,20 @@ def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
 
 # %% ../nbs/08_rl.ipynb #575b9c0e
 def _minibatches(turns: list[Turn], size: int, accumulation: int, rng: np.random.Generator, packed: bool = False) -> list[np.ndarray]:
-    "A shuffle of the turns (`packed`: of their chains, each kept whole and in order) cut into minibatches of about `size`, as many as fill whole optimizer steps of `accumulation` minibatches."
+    "A shuffle of the turns cut into minibatches of about `size`, as many as fill whole optimizer steps of `accumulation` minibatches; `packed`: a shuffle of their chains, each whole and in play order, sorted by length within each step."
     n = len(turns)
     if n < accumulation: raise ValueError(f"{n} turns cannot fill one optimizer step of {accumulation} minibatches")
     count = accumulation * max(1, round(n / (size * accumulation)))
     if not packed: return np.array_split(rng.permutation(n), count)
     groups = chains(turns)
-    return np.array_split(np.array([i for k in rng.permutation(len(groups)) for i in groups[k]], dtype=int), count)
+    cut = np.array_split(np.array([i for k in rng.permutation(len(groups)) for i in groups[k]], dtype=int), count)
+    return [m for s in range(0, count, accumulation) for m in _by_length(turns, cut[s:s + accumulation])]
+
+def _by_length(turns: list[Turn], step: list[np.ndarray]) -> list[np.ndarray]:
+    "One optimizer step's minibatches again, their chains sorted by length and cut to the same sizes: less padding, the same turns in the step."
+    runs = [list(run) for _, run in itertools.groupby(np.concatenate(step).tolist(), key=lambda i: (turns[i].env, turns[i].episode))]
+    runs.sort(key=lambda run: len(turns[run[-1]].prompt_ids) + len(turns[run[-1]].answer_ids))
+    return np.split(np.array([i for run in runs for i in run], dtype=int), np.cumsum([len(m) for m in step])[:-1])
 
 def ppo_update(actor_critic, optimizer, accelerator, rollout: Rollout, run: RLRun, pad_id: int,
                rng: np.random.Generator, reference=None, packed: bool | None = None) -> dict:
@@ -655,7 +662,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         with accelerator.autocast():   # the rollout's old log-probabilities in the precision the update computes
             rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
                               run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, _env_kwargs(run), generate_with,
-                              run.official_budget, run.group_size)
+                              run.official_budget, run.group_size, rescore=accelerator.mixed_precision != 'no')
         buffered = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)   # D_RL of the paper's compute
         stats = ppo_update(actor_critic, optimizer, accelerator, rollout, run, pad_id, rng, reference)
         scheduler.step()

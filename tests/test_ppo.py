@@ -400,13 +400,19 @@ def test_a_packed_update_is_the_per_turn_update(policy, ratio, group_size):
     assert packed['trained'].generated == per_turn['trained'].generated  # the same answer tokens trained
 
 
-def test_packed_minibatches_keep_chains_whole_and_sizes_as_before(policy):
+def test_packed_minibatches_keep_chains_whole_and_steps_as_before(policy):
+    "Packed: the minibatch sizes of a shuffle of turns; within each optimizer step, each chain's turns together and in play order, shortest chains first."
     from sftrl.rl import _minibatches, chains, collect
     rollout = collect(policy, ValueHead(hidden_size(policy.model)), 'gp-l', steps=23, n_envs=3, seed=0, temperature=1.0, max_new_tokens=6)
     per_turn = _minibatches(rollout.turns, 4, 2, np.random.default_rng(0))
     packed = _minibatches(rollout.turns, 4, 2, np.random.default_rng(0), packed=True)
     assert [len(m) for m in packed] == [len(m) for m in per_turn] and sorted(np.concatenate(packed)) == list(range(23))
-    order = list(np.concatenate(packed))
-    for chain in chains(rollout.turns):                                   # each chain in one run of the shuffle, in play order
-        start = order.index(chain[0])
-        assert order[start:start + len(chain)] == chain
+    length = lambda i: len(rollout.turns[i].prompt_ids) + len(rollout.turns[i].answer_ids)
+    for s in range(0, len(packed), 2):
+        order = list(np.concatenate(packed[s:s + 2]))
+        for chain in chains(rollout.turns):
+            here = [i for i in chain if i in order]
+            if here: assert order[order.index(here[0]):order.index(here[0]) + len(here)] == here
+        ends = [i for k, i in enumerate(order) if k + 1 == len(order) or (rollout.turns[order[k + 1]].env, rollout.turns[order[k + 1]].episode)
+                != (rollout.turns[i].env, rollout.turns[i].episode)]
+        assert [length(i) for i in ends] == sorted(length(i) for i in ends)

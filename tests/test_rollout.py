@@ -255,3 +255,12 @@ def test_another_generator_gets_one_packed_scoring_pass(policy, head):
                       policy.tokenizer.pad_token_id)[0] for t in rollout.turns]
     for t, a in zip(rollout.turns, alone):
         assert abs(t.logprob - a.logprob) < 1e-5 and abs(t.value - a.value) < 1e-5
+
+
+def test_rescore_replaces_what_generation_read_by_one_packed_pass(policy, head):
+    "`rescore` (train_rl under mixed precision): the same turns, scored after by one forward per chain; in float32 the same numbers."
+    read, rescored = (collect(policy, head, 'gp-l', steps=6, n_envs=2, seed=5, temperature=1.0, max_new_tokens=8, rescore=r) for r in (False, True))
+    assert [t.answer_ids for t in read.turns] == [t.answer_ids for t in rescored.turns]
+    assert read.scored == TokenCount() and rescored.scored == _forwarded(rescored.turns, packed=True)
+    for a, b in zip(read.turns, rescored.turns):
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-5 and abs(a.value - b.value) < 1e-5
