@@ -10,7 +10,7 @@ import itertools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from datasets import Dataset
 from filelock import FileLock
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -27,17 +27,18 @@ from .cards import FACE_RANKS, RANKS, SUITS, CardRule, is_solvable, solve
 from .city import DIRECTIONS, LANDMARK_KINDS, compass_direction
 from .core import config_hash
 from .ledger import restore_base
-from .models import Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
+from .models import ROLE_TOKENS, Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from .nav import relative_turn
 from .points import evaluate
 
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'INSTRUCTION_SYMBOLS', 'PROBE_SYMBOLS', 'INSTRUCTION_KEYS', 'ECHO_KEYS', 'CHOICE_KEYS',
-           'PROBE_KEYS', 'DOCUMENT_KINDS', 'INSTRUCTION_KINDS', 'DEFAULT_MIXTURE', 'BASE_PRESETS', 'INSTRUCTION_PROBES',
-           'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc', 'card_doc', 'turn_doc', 'route_doc',
-           'chat_document', 'mapping_task', 'choice_task', 'mapping_doc', 'choice_doc', 'correction_doc', 'base_corpus',
-           'task_markers', 'BaseConfig', 'StopAfter', 'training_args', 'building', 'base_cache', 'pretrain_base',
-           'complete', 'probe_base', 'first_json', 'probe_instructions']
+           'PROBE_KEYS', 'DOCUMENT_KINDS', 'INSTRUCTION_KINDS', 'DEFAULT_MIXTURE', 'INSTRUCTION_MIXTURE',
+           'BASE_PRESETS', 'INSTRUCTION_PROBES', 'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc', 'card_doc',
+           'turn_doc', 'route_doc', 'chat_document', 'mapping_task', 'choice_task', 'mapping_doc', 'choice_doc',
+           'correction_doc', 'base_corpus', 'task_markers', 'InstructionStage', 'BaseConfig', 'StopAfter',
+           'training_args', 'building', 'base_cache', 'pretrain_base', 'complete', 'probe_base', 'first_json',
+           'probe_instructions']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -330,6 +331,20 @@ def task_markers() -> list[str]:
                            'turn_direction(', 'forward()', 'stop()', '[Task Description]', 'points card game'})
 
 # %% ../nbs/05_base.ipynb #66dce608
+# The second stage's documents: mostly chats, with a fifth of the first stage's kinds replayed so they are kept.
+INSTRUCTION_MIXTURE = {'mapping': 0.35, 'choice': 0.2, 'correction': 0.25, 'arithmetic': 0.04, 'search': 0.04,
+                       'rule': 0.04, 'card': 0.02, 'turn': 0.04, 'route': 0.02}
+
+@dataclass(frozen=True)
+class InstructionStage:
+    "The base's second stage: instruction tuning from the pretrained weights (loss on the chats' assistant turns)."
+    documents: int = 1000
+    max_steps: int = 30
+    learning_rate: float = 1e-3
+    warmup_steps: int = 5
+    save_steps: int = 10
+    mixture: tuple = tuple(sorted(INSTRUCTION_MIXTURE.items()))
+
 @dataclass(frozen=True)
 class BaseConfig:
     "What decides a base model: size, corpus, tokenizer and training schedule."
@@ -344,11 +359,14 @@ class BaseConfig:
     save_steps: int = 50
     seed: int = 0
     mixture: tuple = tuple(sorted(DEFAULT_MIXTURE.items()))
+    instruction: InstructionStage | None = None   # None: pretraining only
 
 BASE_PRESETS = {
-    'smoke': BaseConfig(),
+    'smoke': BaseConfig(instruction=InstructionStage()),
     'tiny': BaseConfig(size='tiny', documents=20000, block_size=256, batch_size=16, max_steps=600,
-                       learning_rate=1e-3, warmup_steps=30, save_steps=100),
+                       learning_rate=1e-3, warmup_steps=30, save_steps=100,
+                       instruction=InstructionStage(documents=12000, max_steps=400, learning_rate=5e-4, warmup_steps=20,
+                                                    save_steps=100)),
 }
 
 def _blocks(tokenizer, documents: list[str], block_size: int) -> Dataset:
@@ -392,6 +410,7 @@ def pretrain_base(config: BaseConfig = BaseConfig(), cache_dir=None, progress: b
     with building(folder):
         if not (folder / 'final' / 'config.json').exists(): restore_base(folder, config)   # a committed base (sftrl.ledger)
         if (folder / 'final' / 'config.json').exists(): return load_policy(folder / 'final')
+        if config.instruction: return _instruction_tune(config, folder, progress, stop_after)
         return _train_base(config, folder, progress, stop_after)
 
 def _train_base(config: BaseConfig, folder: Path, progress: bool, stop_after: int | None) -> Policy:
@@ -401,11 +420,37 @@ def _train_base(config: BaseConfig, folder: Path, progress: bool, stop_after: in
     trainer = Trainer(model=policy.model, args=training_args(config, folder, progress),
                       train_dataset=_blocks(tokenizer, documents, config.block_size),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    return _fit(trainer, policy, folder, progress, stop_after)
+
+def _assistant_labels(ids: list[int], tokenizer) -> list[int]:
+    "Instruction-tuning labels: a chat's assistant turns (with their EOS) train, its user and system turns do not; plain documents train whole."
+    system, user, assistant = tokenizer.convert_tokens_to_ids(list(ROLE_TOKENS))
+    labels, trained = [], True   # a block that starts inside a user turn trains on it until the next role token (rare)
+    for token in ids:
+        if token in (system, user, assistant): trained = token == assistant; labels.append(-100)
+        else: labels.append(token if trained else -100)
+    return labels
+
+def _instruction_tune(config: BaseConfig, folder: Path, progress: bool, stop_after: int | None) -> Policy:
+    "The second stage: the pretrained base (built or found first) tuned on `config.instruction`'s documents."
+    stage = config.instruction
+    policy = pretrain_base(replace(config, instruction=None), folder.parent, progress)
+    documents = base_corpus(stage.documents, config.seed + 1, dict(stage.mixture))
+    data = _blocks(policy.tokenizer, documents, config.block_size)
+    data = data.map(lambda row: {'labels': _assistant_labels(row['input_ids'], policy.tokenizer)})
+    schedule = replace(config, max_steps=stage.max_steps, learning_rate=stage.learning_rate, warmup_steps=stage.warmup_steps,
+                       save_steps=stage.save_steps, instruction=None)   # training_args reads the schedule off a config
+    trainer = Trainer(model=policy.model, args=training_args(schedule, folder, progress), train_dataset=data,
+                      data_collator=default_data_collator)
+    return _fit(trainer, policy, folder, progress, stop_after)
+
+def _fit(trainer: Trainer, policy: Policy, folder: Path, progress: bool, stop_after: int | None) -> Policy:
+    "Train from the last checkpoint in `folder` to the end; save the policy to `folder/final` (unless stopped early)."
     if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
     trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < config.max_steps: return policy   # interrupted on purpose (tests)
+    if trainer.state.global_step < trainer.state.max_steps: return policy   # interrupted on purpose (tests)
     (folder / 'log.csv').parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
     return load_policy(save_policy(policy, folder / 'final'))
