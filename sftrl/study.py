@@ -5,6 +5,7 @@
 # %% ../nbs/10_study.ipynb #2a0cbdee
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -43,8 +44,8 @@ __all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'METRICS', 'INIT_SHARE', 'PAP
            'base_checkpoint', 'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'rl_arms', 'sft_arms',
            'dpo_arms', 'study_arms', 'change_from_init', 'at_equal_compute', 'provenance', 'save_figure',
            'read_figure_csv', 'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure',
-           'draw_bars', 'experiment_folders', 'experiments', 'figures_folder', 'run_experiment', 'ExperimentsFailed',
-           'reproduce']
+           'draw_bars', 'experiment_folders', 'experiments', 'figures_folder', 'notebook_parameters',
+           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce']
 
 # %% ../nbs/10_study.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -386,6 +387,29 @@ def figures_folder(preset, root='runs') -> Path:
     study = study_preset(preset)
     return runs_root(study, root) / 'figures' if study.name == 'smoke' else Path('figures')
 
+def notebook_parameters(source) -> dict:
+    "The parameters an experiment notebook declares (its `parameters` cell) and their default values."
+    cells = json.loads(Path(source).read_text())['cells']
+    cell = next((c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
+    assigns = [n for n in ast.parse(''.join(cell['source'])).body if isinstance(n, ast.Assign)] if cell else []
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in assigns if isinstance(n.targets[0], ast.Name)}
+
+def _same_kind(value, default) -> bool:
+    "Is `value` of the kind `default` is (None: any; an int where a float goes; a list's items too)?"
+    if default is None or value is None: return True
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool): return True
+    if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool): return False
+    return not isinstance(default, list) or not default or all(_same_kind(v, default[0]) for v in value)
+
+def check_parameters(name: str, params: dict, folder=None):
+    "Refuse, in one line, a parameter experiment `name` does not declare or one of another kind than its default."
+    declared = notebook_parameters(Path(folder or EXPERIMENTS) / f'{name}.ipynb')
+    for key, value in params.items() if declared else ():    # a notebook without a parameters cell takes what it is given
+        if key not in declared: raise ValueError(f"{name} has no parameter {key!r}; its parameters: {sorted(declared)}")
+        if not _same_kind(value, declared[key]):
+            raise ValueError(f"{name}: parameter {key} must be like its default {declared[key]!r} "
+                             f"({type(declared[key]).__name__}), got {value!r} ({type(value).__name__})")
+
 def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None, **params) -> Path:
     "Execute experiment `name` with papermill (figures into `figures_dir`, by default `figures_folder(preset, root)`); the executed notebook's path."
     import papermill
@@ -393,9 +417,10 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
     figures_dir = figures_dir or figures_folder(study, root)
     source = folder / f'{name}.ipynb'
     if not source.exists(): raise FileNotFoundError(f"no experiment {name!r}: choose from {experiments(folder)}")
+    seeds = list(range(study.seeds)) if seeds is None else list(seeds)
+    check_parameters(name, {'seeds': seeds, **params}, folder)    # a wrong name or kind fails here, in one line
     out = runs_root(study, root) / 'notebooks' / f'{name}.ipynb'
     out.parent.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(study.seeds)) if seeds is None else list(seeds)
     started = time.time()
     papermill.execute_notebook(str(source), str(out), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
                                parameters={'preset': study.name, 'seeds': seeds, 'figures_dir': str(Path(figures_dir).resolve()),

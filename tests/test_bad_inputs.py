@@ -15,7 +15,7 @@ from sftrl.launch import train
 from sftrl.models import build_text_policy, build_tokenizer, load_policy, save_policy
 from sftrl.rl import rl_run
 from sftrl.sft import sft_run
-from sftrl.study import reproduce, rl_arms, run_experiment, study_preset
+from sftrl.study import check_parameters, reproduce, rl_arms, run_experiment, study_preset
 from sftrl.tasks import get_task, make_env, verifier_mode
 
 BAD = {
@@ -122,3 +122,17 @@ def test_a_cut_or_garbled_evaluation_file_is_read_without_the_bad_lines_and_resu
     assert list(episodes.sample_id) == [0, 3, 4] and set(steps.sample_id) == {0, 3, 4}
     _frames_equal(run(log), reference)                                         # resumed: episodes 1, 2, 5-7 played
     _frames_equal(load_evaluation(log), reference)
+
+
+@pytest.mark.parametrize('params,words', [
+    ({'learning_rates': '1e-6'}, ['learning_rates', "'1e-6'", '[1e-06, 2e-06, 5e-07]']),
+    ({'learning_rates': ['1e-6']}, ['learning_rates', "['1e-6']"]),
+    ({'lr': 1e-6}, ["'lr'", 'learning_rates']),
+    ({'seeds': ['0']}, ['seeds', "['0']", '[0, 1]'])])
+def test_a_notebook_parameter_of_the_wrong_name_or_kind_fails_before_it_runs(params, words, tmp_path):
+    with pytest.raises(ValueError) as error:
+        run_experiment('fig09_rl_without_sft', 'smoke', root=tmp_path / 'runs', figures_dir=tmp_path / 'figures', **params)
+    message = str(error.value)
+    assert '\n' not in message and all(word in message for word in words), message
+    assert not list(tmp_path.iterdir())                                        # nothing started, nothing written
+    check_parameters('fig09_rl_without_sft', {'seeds': [0], 'learning_rates': [1e-6, 2]})   # ints where floats go are fine
