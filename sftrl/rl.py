@@ -284,13 +284,15 @@ def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[di
     out, logprobs, values = _sample(actor_critic, policy, prompts, pixels, batch, temperature, seed, max_new_tokens)
     return out, pixels, logprobs, values
 
-def _remember_chains(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, per_forward: int) -> TokenCount:
-    "`remember` a rollout's turns after it: one sequence per chain, `per_forward` chains a forward; the tokens read."
-    groups, read = chains(turns), TokenCount()
-    for k in range(0, len(groups), per_forward):
-        part = [turns[i] for g in groups[k:k + per_forward] for i in g]
+def _remember_chains(actor_critic: ActorCritic, turns: list[Turn], temperature: float, pad_id: int, rows: int) -> TokenCount:
+    "`remember` a rollout's turns after it, one sequence per chain (shortest first), no forward larger than `rows` of its longest turn; the tokens read."
+    length = lambda g: len(turns[g[-1]].prompt_ids) + len(turns[g[-1]].answer_ids)
+    groups, budget, read = sorted(chains(turns), key=length), rows * max((len(t.prompt_ids) + len(t.answer_ids) for t in turns), default=0), TokenCount()
+    while groups:
+        take = max(1, sum(1 for k in range(1, len(groups) + 1) if k * length(groups[k - 1]) <= budget))   # sorted: padded size k × k-th length
+        part = [turns[i] for g in groups[:take] for i in g]
         remember(actor_critic, part, temperature, pad_id, packed=True)
-        read = read + _forwarded(part, packed=True)
+        read, groups = read + _forwarded(part, packed=True), groups[take:]
     return read
 
 def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int, temperature: float = 0.2,

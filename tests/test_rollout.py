@@ -5,7 +5,7 @@ import torch
 from sftrl.evaluate import TokenCount
 from sftrl.generate import Generation, encode, generate
 from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, task_texts
-from sftrl.rl import (ActorCritic, Turn, ValueHead, _forwarded, _observation, chains, collect, hidden_size, remember, score, score_tokens,
+from sftrl.rl import (ActorCritic, Turn, ValueHead, _forwarded, _observation, _remember_chains, chains, collect, hidden_size, remember, score, score_tokens,
                       training_episodes)
 from sftrl.tasks import get_task, make_env, oracle_answer
 
@@ -255,6 +255,9 @@ def test_another_generator_gets_one_packed_scoring_pass(policy, head):
                       policy.tokenizer.pad_token_id)[0] for t in rollout.turns]
     for t, a in zip(rollout.turns, alone):
         assert abs(t.logprob - a.logprob) < 1e-5 and abs(t.value - a.value) < 1e-5
+    again = [Turn(t.prompt_ids, t.answer_ids, t.weights, None, 0.0, 0.0, env=t.env, episode=t.episode) for t in rollout.turns]
+    assert _remember_chains(ActorCritic(policy.model, head), again, 0.2, policy.tokenizer.pad_token_id, rows=1) == rollout.scored
+    assert all(abs(a.logprob - t.logprob) < 1e-5 and abs(a.value - t.value) < 1e-5 for a, t in zip(again, rollout.turns))   # a chain a forward
 
 
 def test_rescore_replaces_what_generation_read_by_one_packed_pass(policy, head):
