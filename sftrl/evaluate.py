@@ -218,7 +218,7 @@ def _frames(done: dict[int, list[dict]], n: int) -> tuple[pd.DataFrame, pd.DataF
     return steps, episodes
 
 def evaluate(policy: PolicyFn, task, split: str, n: int = 200, viter: int | None = None, seed: int = 0,
-             batch_size: int = 16, out=None, progress: bool = True, env_kwargs: dict | None = None):
+             batch_size: int = 128, out=None, progress: bool = True, env_kwargs: dict | None = None):
     "Play `n` seeded episodes of `task`/`split` with `policy`; (steps, episodes) DataFrames; resumable through `out`."
     task, env_kwargs = get_task(task), dict(env_kwargs or {})
     viter = task.viter if viter is None else viter

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,14 +16,14 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import AttentionInterface, LogitsProcessor, LogitsProcessorList
 
 from .evaluate import TokenCount, observation_digest
 from .models import IMAGE_TOKEN, Policy
 
 # %% auto #0
 __all__ = ['GENERATION_BACKENDS', 'chat_messages', 'chat_texts', 'encode', 'RowSeededSampling', 'Generation', 'generate',
-           'VLLMGenerator', 'generator', 'ModelPolicy', 'model_policy']
+           'GenerationEngine', 'VLLMGenerator', 'generator', 'ModelPolicy', 'model_policy']
 
 # %% ../nbs/06_generate.ipynb #a04f5da1
 def chat_messages(messages: list[dict], vision: bool) -> list[dict]:
@@ -64,8 +65,11 @@ class RowSeededSampling(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators]).to(scores.device)
-        gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
-        return scores.float() / self.temperature + gumbel
+        return scores.float() / self.temperature + _gumbel(uniform)
+
+def _gumbel(uniform: torch.Tensor) -> torch.Tensor:
+    "Gumbel noise from uniform draws."
+    return -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
 
 # %% ../nbs/06_generate.ipynb #5a7aeb32
 @dataclass
@@ -108,6 +112,263 @@ def _generation(tokenizer, prompts: list[list[int]], answers: list[list[int]]) -
     images = [p.count(image_id) for p in prompts]
     tokens = TokenCount(sum(map(len, prompts)) - sum(images), sum(images), sum(map(len, answers)))
     return Generation(tokenizer.batch_decode(answers, skip_special_tokens=True), prompts, answers, tokens)
+
+# %% ../nbs/06_generate.ipynb #1b1b06cb
+def _rows_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, row_groups=None, shared=None, **kwargs):
+    "Grouped-query attention over a `_RowCache` (keys stored [rows, heads, d, columns]): no repeated keys, each group of rows over its own width."
+    B, H, q, d = query.shape
+    kv_heads = key.shape[1]; group = H // kv_heads
+    query = query.reshape(B, kv_heads, group * q, d) * scaling
+    groups = row_groups or [(0, B, key.shape[-1])]
+    if shared is not None and q == 1: out = _cascade(query, key, value, attention_mask, groups, shared, module.layer_idx)
+    else:
+        outs = []
+        for start, stop, width in groups:
+            scores = torch.matmul(query[start:stop], key[start:stop, :, :, :width])
+            scores = scores.view(stop - start, kv_heads, group, q, width) + attention_mask[start:stop, :, None, :, :width]
+            outs.append(torch.matmul(scores.softmax(-1).view(stop - start, kv_heads, group * q, width), value[start:stop, :, :width]))
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return out.view(B, H, q, d).transpose(1, 2), None
+
+def _cascade(query, key, value, attention_mask, groups, shared, layer: int):
+    "One decoding step when every row starts with the same cached prefix: the prefix's keys and values are read once for all rows."
+    B, kv_heads, group, d = query.shape
+    prefix_keys, prefix_values = shared[0][layer], shared[1][layer]       # [heads, d, P], [heads, P, d]
+    P = prefix_values.shape[1]
+    on_prefix = torch.matmul(query.transpose(0, 1).reshape(kv_heads, B * group, d), prefix_keys).view(kv_heads, B, group, P).transpose(0, 1)
+    outs, weights = [], []
+    for start, stop, width in groups:
+        own = torch.matmul(query[start:stop], key[start:stop, :, :, P:width]) + attention_mask[start:stop, :, 0, P:width][:, :, None]
+        probs = torch.cat([on_prefix[start:stop], own], -1).softmax(-1)    # one softmax over prefix and own columns
+        weights.append(probs[..., :P])
+        outs.append(torch.matmul(probs[..., P:], value[start:stop, :, P:width]))
+    out, weights = torch.cat(outs), torch.cat(weights).transpose(0, 1).reshape(kv_heads, B * group, P)
+    return out + torch.matmul(weights, prefix_values).view(kv_heads, B, group, d).transpose(0, 1)
+
+AttentionInterface.register('sftrl_rows', _rows_attention)
+
+class _RowCache:
+    "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row."
+    def __init__(self, model, rows: int, capacity: int):
+        c, param = model.get_decoder().config, next(model.parameters())
+        head_dim = getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads
+        shape = (c.num_hidden_layers, rows, c.num_key_value_heads)
+        self.keys = torch.zeros(*shape, head_dim, capacity, dtype=param.dtype, device=param.device)   # transposed: q·k reads rows of columns
+        self.values = torch.zeros(*shape, capacity, head_dim, dtype=param.dtype, device=param.device)
+        self.target = None   # (rows, columns [R, W], width, span) of the next forward
+
+    @property
+    def capacity(self) -> int: return self.values.shape[3]
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        "What the model's attention layers call: write the new keys and values, return the rows' keys and values up to `width`."
+        rows, columns, width, span = self.target
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[rows[:, None], :, :, columns] = key_states.transpose(1, 2)
+        values[rows[:, None], :, columns] = value_states.transpose(1, 2)
+        if span is not None: return keys[span, ..., :width], values[span, :, :width]   # a slice of rows: views, no copy
+        return keys[rows, ..., :width], values[rows, :, :width]
+
+# %% ../nbs/06_generate.ipynb #59116941
+@contextmanager
+def _on_rows(model):
+    "The model's attention reading a `_RowCache` for the time of the block."
+    config = model.get_decoder().config
+    saved = config._attn_implementation
+    config._attn_implementation = 'sftrl_rows'
+    try:
+        with torch.no_grad(): yield
+    finally: config._attn_implementation = saved
+
+def _forward(model, cache: _RowCache, rows: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor,
+             span: slice | None = None, group_rows: int | None = None, shared=None) -> torch.Tensor:
+    "Run `tokens` [R, W] of cache `rows` at positions `starts` [R] onwards (keys and values written there); hidden states [R, W, h]."
+    positions = starts[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
+    width = int(positions.max()) + 1
+    cache.target = (rows, positions.clamp_max(cache.capacity - 1), width, span)
+    visible = torch.arange(width, device=tokens.device)[None, None, :] <= positions[:, :, None]
+    mask = torch.zeros(visible.shape, dtype=cache.keys.dtype, device=tokens.device).masked_fill_(~visible, float('-inf'))[:, None]
+    groups = None
+    if group_rows and len(rows) > group_rows:   # rows come sorted by length: each group attends over its own width
+        ends = positions[:, -1]
+        groups = [(a, min(a + group_rows, len(rows)), int(ends[a:a + group_rows].max()) + 1) for a in range(0, len(rows), group_rows)]
+    return model.get_decoder()(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                               row_groups=groups, shared=shared).last_hidden_state
+
+@dataclass(eq=False)
+class _Chat:
+    "One chat the engine holds: every token id so far (prompts, answers, feedback) and how many have keys and values in its row."
+    ids: list[int]
+    computed: int
+    row: int
+    cache: _RowCache
+
+def _chat_key(messages: list[dict]) -> int: return observation_digest({'messages': messages})
+
+def _chat_ids(policy: Policy, messages: list[dict]) -> list[int]:
+    "A new chat's ids, as `encode` writes them."
+    return policy.tokenizer(chat_texts(policy, [{'messages': messages}])[0], add_special_tokens=False)['input_ids']
+
+def _longest_prefix(ids: list[int], table: np.ndarray, usable: np.ndarray) -> tuple[int, int]:
+    "(row, length) of the row of `table` (token ids, -1 padded) that shares the longest prefix with `ids`, within its `usable` length."
+    m = min(len(ids), table.shape[1])
+    same = table[:, :m] == np.asarray(ids[:m])[None]
+    common = np.minimum(np.where(same.all(1), m, same.argmin(1)), usable)
+    best = int(common.argmax())
+    return best, int(common[best])
+
+# %% ../nbs/06_generate.ipynb #e29fa660
+def _find_prefixes(engine, policy: Policy, plans: list):
+    "Point each new chat at the longest prefix already cached: a chat of the previous call or a shared prompt prefix (made here when new chats share one)."
+    candidates = [c for chats in engine.chats.values() for c in chats] + engine.prefixes
+    fresh = [k for k, plan in enumerate(plans) if plan[1] is None]
+    if len(fresh) >= 2:
+        common = os.path.commonprefix([plans[k][0] for k in fresh])
+        if len(common) >= engine.min_prefix and not any(c.ids[:len(common)] == common and c.computed >= len(common) for c in candidates):
+            engine.prefixes = (engine.prefixes + [_shared_prefix(policy, common)])[-4:]
+            candidates.append(engine.prefixes[-1])
+    if not candidates or not fresh: return
+    table = np.full((len(candidates), max(len(c.ids) for c in candidates)), -1)
+    for j, c in enumerate(candidates): table[j, :len(c.ids)] = c.ids
+    usable = np.array([c.computed for c in candidates])
+    for k in fresh:
+        j, n = _longest_prefix(plans[k][0], table, usable)
+        n = min(n, len(plans[k][0]) - 1)   # the last prompt token is run again: its logits pick the first answer token
+        if n > 0: plans[k] = (plans[k][0], candidates[j], n)
+
+def _shared_prefix(policy: Policy, ids: list[int]) -> _Chat:
+    "A prompt prefix that many chats share, run once."
+    chat = _Chat(list(ids), 0, 0, _RowCache(policy.model, 1, len(ids) + 1))
+    with _on_rows(policy.model): _prefill(policy, chat.cache, [chat])
+    return chat
+
+def _cascade_prefix(prefixes: list[_Chat], chats: list[_Chat]):
+    "The keys and values of the longest shared prefix that every chat starts with, or None."
+    for prefix in sorted(prefixes, key=lambda p: -len(p.ids)):
+        n = len(prefix.ids)
+        if all(c.ids[:n] == prefix.ids for c in chats): return prefix.cache.keys[:, 0, ..., :n], prefix.cache.values[:, 0, :, :n]
+    return None
+
+def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: int = 32) -> torch.Tensor:
+    "Run every chat's ids that have no keys and values yet, chats of similar lengths together; the logits at each chat's last id."
+    device, pad = cache.keys.device, policy.tokenizer.pad_token_id
+    pending = sorted(range(len(chats)), key=lambda k: len(chats[k].ids) - chats[k].computed)
+    last = [None] * len(chats)
+    for a in range(0, len(pending), chunk_rows):
+        chunk = pending[a:a + chunk_rows]
+        lengths = [len(chats[k].ids) - chats[k].computed for k in chunk]
+        tokens = torch.full((len(chunk), max(lengths)), pad, dtype=torch.long)
+        for r, k in enumerate(chunk): tokens[r, :lengths[r]] = torch.tensor(chats[k].ids[chats[k].computed:])
+        starts = torch.tensor([chats[k].computed for k in chunk], device=device)
+        hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens.to(device), starts)
+        for r, k in enumerate(chunk): last[k], chats[k].computed = hidden[r, lengths[r] - 1], len(chats[k].ids)
+    return policy.model.get_output_embeddings()(torch.stack(last)).float()
+
+def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.Tensor, sampling: RowSeededSampling | None,
+            max_new_tokens: int, batch_size: int, group_rows: int, shared=None) -> list[list[int]]:
+    "Answer every chat, `batch_size` rows at a time, one token per row per step until end-of-sequence or `max_new_tokens`."
+    head, eos, device = policy.model.get_output_embeddings(), policy.tokenizer.eos_token_id, cache.keys.device
+    answers = [[] for _ in chats]
+    for a in range(0, len(chats), batch_size):
+        at = list(range(a, min(a + batch_size, len(chats))))     # the chat in each row of the span, rows a, a+1, ...
+        live, step_logits = torch.ones(len(at), dtype=torch.bool), logits[a:a + len(at)]
+        lengths = torch.tensor([chats[k].computed for k in at], device=device)
+        noise = [sampling.generators[k] for k in at] if sampling else None
+        for step in range(max_new_tokens):
+            tokens = _choose(step_logits, sampling and (sampling.temperature, noise), live)
+            for r, token in enumerate(tokens.tolist()):
+                if live[r]: answers[at[r]].append(token)
+            live &= tokens != eos
+            if step == max_new_tokens - 1 or not live.any(): break
+            if 2 * int(live.sum()) <= len(at) and len(at) > 8:   # half the rows have ended: move the rest to the front, decode only those
+                at, live, lengths, tokens, noise = _compact(cache, chats, a, at, live, lengths, tokens, noise)
+            span = slice(a, a + len(at))
+            hidden = _forward(policy.model, cache, torch.arange(span.start, span.stop, device=device), tokens[:, None].to(device),
+                              lengths, span, group_rows, shared)
+            lengths = lengths + live.to(device)           # a finished row writes its end-of-sequence nowhere it will read
+            step_logits = head(hidden[:, 0]).float()
+        for k, n in zip(at, lengths.tolist()): chats[k].computed = n
+    return answers
+
+def _compact(cache: _RowCache, chats: list[_Chat], a: int, at: list[int], live, lengths, tokens, noise):
+    "Reorder the rows of a span, live ones first (keys and values moved along); the live part of the span's bookkeeping."
+    order = torch.cat([torch.nonzero(live).flatten(), torch.nonzero(~live).flatten()])
+    rows, width = slice(a, a + len(at)), int(lengths.max()) + 1
+    cache.keys[:, rows, ..., :width] = cache.keys[:, rows, ..., :width][:, order]
+    cache.values[:, rows, :, :width] = cache.values[:, rows, :, :width][:, order]
+    for r, k in enumerate(order.tolist()): chats[at[k]].row = a + r
+    lengths, order = lengths[order.to(lengths.device)], order.tolist()
+    for k, n in zip([at[k] for k in order], lengths.tolist()): chats[k].computed = n   # the finished rows' final count
+    n = int(live.sum())
+    return ([at[k] for k in order][:n], live[order][:n], lengths[:n], tokens[order][:n],
+            noise and [noise[k] for k in order][:n])
+
+def _choose(logits: torch.Tensor, sampling: tuple | None, live: torch.Tensor) -> torch.Tensor:
+    "The next token of each row: the argmax, or, for `sampling` (temperature, each row's generator), a sample with each live row's own noise."
+    if sampling is None: return logits.argmax(-1).cpu()
+    temperature, generators = sampling
+    noise = torch.zeros(logits.shape, dtype=torch.float32)
+    for r, generator in enumerate(generators):   # one draw per generated token, as `generate` draws
+        if live[r]: noise[r] = _gumbel(torch.rand(logits.shape[-1], generator=generator))
+    return (logits.float().cpu() / temperature + noise).argmax(-1)
+
+# %% ../nbs/06_generate.ipynb #d1dfa64a
+class GenerationEngine:
+    "`generate` for many chats in flight: each chat's keys and values kept from one call to the next, shared prompt prefixes computed once."
+    def __init__(self, batch_size: int = 128, group_rows: int = 25, min_prefix: int = 16, retokenize: bool = False):
+        self.batch_size, self.group_rows, self.min_prefix, self.retokenize = batch_size, group_rows, min_prefix, retokenize
+        self.reset()
+
+    def reset(self):
+        "Forget every cached chat and prefix (after the model's weights change)."
+        self.model, self.chats, self.prefixes, self.stats = None, {}, [], {'prefilled': 0, 'reused': 0}
+
+    def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
+                 max_new_tokens: int = 256) -> Generation:
+        if not batch: return Generation([], [], [], TokenCount())
+        if policy.kind == 'vision': return generate(policy, batch, temperature, seed, max_new_tokens)   # not cached (yet)
+        if policy.model is not self.model: self.reset(); self.model = policy.model
+        chats, order = self._rows(policy, batch, max_new_tokens)
+        sampling = RowSeededSampling(temperature, [_row_seed(seed, batch[i]) for i in order]) if temperature > 0 else None
+        with _on_rows(policy.model):
+            first = _prefill(policy, chats[0].cache, chats)
+            answers = _decode(policy, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
+                              _cascade_prefix(self.prefixes, chats))
+        row = {i: r for r, i in enumerate(order)}
+        out = _generation(policy.tokenizer, [chats[row[i]].ids for i in range(len(batch))], [answers[row[i]] for i in range(len(batch))])
+        self.chats = {}   # what the next call may continue: this call's chats, each with its answer
+        for i, item in enumerate(batch):
+            chat = chats[row[i]]; chat.ids = chat.ids + answers[row[i]]
+            self.chats.setdefault(_chat_key(item['messages'] + [{'role': 'assistant', 'content': out.texts[i]}]), []).append(chat)
+        return out
+
+    def _rows(self, policy: Policy, batch: list[dict], max_new_tokens: int) -> tuple[list[_Chat], list[int]]:
+        "A fresh cache with one row per observation (shortest first), each holding what its chat already had cached; the rows' order."
+        plans = [(None if self.retokenize else self._continued(policy, item['messages'])) or (_chat_ids(policy, item['messages']), None, 0)
+                 for item in batch]   # retokenize: every chat as `encode` writes it, the longest prefix cached reused (below)
+        _find_prefixes(self, policy, plans)
+        order = sorted(range(len(batch)), key=lambda i: len(plans[i][0]))   # similar lengths side by side
+        cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1)
+        chats = [_Chat(list(plans[i][0]), plans[i][2], row, cache) for row, i in enumerate(order)]
+        for chat, i in zip(chats, order):
+            source, n = plans[i][1], plans[i][2]
+            if n:
+                cache.keys[:, chat.row, ..., :n] = source.cache.keys[:, source.row, ..., :n]
+                cache.values[:, chat.row, :, :n] = source.cache.values[:, source.row, :, :n]
+        self.stats['reused'] += sum(c.computed for c in chats)
+        self.stats['prefilled'] += sum(len(c.ids) - c.computed for c in chats)
+        return chats, order
+
+    def _continued(self, policy: Policy, messages: list[dict]):
+        "(ids, chat, cached count) when `messages` continue a chat of the previous call: its ids, then the new turn's ids appended."
+        if len(messages) < 3 or messages[-2]['role'] != 'assistant' or not self.chats.get(_chat_key(messages[:-1])): return None
+        before, answer = chat_texts(policy, [{'messages': messages[:-2]}])[0], messages[-2]['content']
+        full = chat_texts(policy, [{'messages': messages}])[0]
+        if not full.startswith(before + answer): return None
+        chat, eos = self.chats[_chat_key(messages[:-1])].pop(), policy.tokenizer.eos_token_id
+        turn = policy.tokenizer(full[len(before) + len(answer):], add_special_tokens=False)['input_ids']
+        if chat.ids[-1:] == [eos] and turn[:1] == [eos]: turn = turn[1:]   # the answer's own end-of-sequence closes it
+        return chat.ids + turn, chat, chat.computed
 
 # %% ../nbs/06_generate.ipynb #ccb17ced
 GENERATION_BACKENDS = ('transformers', 'vllm')
@@ -179,19 +440,22 @@ class ModelPolicy:
     max_new_tokens: int = 256
     batch_size: int = 16
     tokens: TokenCount = field(default_factory=TokenCount)
-    generate: Callable[..., Generation] = generate   # the backend (`generator`)
+    generate: Callable[..., Generation] = generate   # the backend (`generator`), or a `GenerationEngine`
 
     def __call__(self, batch: list[dict]) -> list[str]:
         texts = []
-        for i in range(0, len(batch), self.batch_size):
-            out = self.generate(self.policy, batch[i:i + self.batch_size], self.temperature, self.seed, self.max_new_tokens)
+        step = max(len(batch), 1) if isinstance(self.generate, GenerationEngine) else self.batch_size   # an engine continues the chats of its previous call: the whole batch at once
+        for i in range(0, len(batch), step):
+            out = self.generate(self.policy, batch[i:i + step], self.temperature, self.seed, self.max_new_tokens)
             texts += out.texts
             self.tokens = self.tokens + out.tokens
         return texts
 
 def model_policy(policy: Policy, temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 256,
                  batch_size: int = 16, backend: str = 'transformers') -> ModelPolicy:
-    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend`."
+    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend` (a text model on the CPU: the engine)."
     if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if max_new_tokens < 1 or batch_size < 1: raise ValueError("max_new_tokens and batch_size must be >= 1")
-    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=generator(policy, backend))
+    on_cpu = next(policy.model.parameters()).device.type == 'cpu'
+    engine = backend == 'transformers' and policy.kind == 'text' and on_cpu
+    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=GenerationEngine(retokenize=True) if engine else generator(policy, backend))
