@@ -221,6 +221,11 @@ class _Recording(RowSeededSampling):
         self.logprobs.append(torch.log_softmax(scores.float() / self.temperature, -1).gather(-1, picked)[:, 0].cpu())
         return noisy
 
+def _final_norm(model):
+    "The decoder's final norm, whose output is the last hidden state the value head reads (None: a model without one, scored after)."
+    decoder = model.get_decoder() if hasattr(model, 'get_decoder') else None
+    return getattr(decoder, 'norm', None)
+
 def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]], pixels: list, batch: list[dict],
             temperature: float, seed: int, max_new_tokens: int) -> tuple[Generation, list[list[float]], list[float]]:
     "Answers continuing `prompts` (ids), sampled as `generate` samples (each row seeded from `seed` and its observation); each answer token's log-probability and the value at the last prompt token, read while generating."
@@ -232,14 +237,15 @@ def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]],
     banned = [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # a LLaVA cannot read an answer holding one
     sampling, last_hidden = _Recording(temperature, [_row_seed(seed, item) for item in batch], banned), []
     keep_first = lambda module, args, out: None if last_hidden else last_hidden.append(out[:, -1])   # the prompt's pass: left-padded, -1 is its last token
-    hook = model.get_decoder().norm.register_forward_hook(keep_first)
+    hook = _final_norm(model).register_forward_hook(keep_first) if _final_norm(model) is not None else None
     try:
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, **extra, do_sample=False, num_beams=1, logits_processor=LogitsProcessorList([sampling]),
                                  max_new_tokens=max_new_tokens, use_cache=True, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id, top_k=None, top_p=None, temperature=None)
-            values = actor_critic.value_head(last_hidden[0]).tolist()
-    finally: hook.remove()
+            values = actor_critic.value_head(last_hidden[0]).tolist() if last_hidden else [0.0] * len(prompts)
+    finally:
+        if hook is not None: hook.remove()
     answers = [_answer_ids(r, tokenizer) for r in out[:, width:].cpu()]
     logprobs = torch.stack(sampling.logprobs, 1).tolist()
     return _generation(tokenizer, prompts, answers), logprobs, values
@@ -301,7 +307,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             group_size: int | None = None, rescore: bool = False) -> Rollout:
     "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end. `generator` None: the policy continues each chat's own ids (`_sample`); `rescore`: score the turns after even then."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
-    size = group_size or 1
+    size, rescore = group_size or 1, rescore or _final_norm(policy.model) is None   # no norm to read the values at: score after
     if n_envs % size: raise ValueError(f"n_envs must be a multiple of group_size, got {n_envs} and {group_size}")
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
     episodes_from, hands, episode_ids = training_episodes(task, seed), itertools.count(), itertools.count()

@@ -267,3 +267,31 @@ def test_rescore_replaces_what_generation_read_by_one_packed_pass(policy, head):
     assert read.scored == TokenCount() and rescored.scored == _forwarded(rescored.turns, packed=True)
     for a, b in zip(read.turns, rescored.turns):
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-5 and abs(a.value - b.value) < 1e-5
+
+
+def test_a_retry_continues_the_ids_and_a_new_chat_starts_afresh(policy):
+    "`_continued`: the previous prompt and answer ids plus the template's ids for the reply; None when the next chat does not extend this one (V-IRL's next position, the episode's end)."
+    from sftrl.rl import _continued
+    tok = policy.tokenizer
+    before = [{'role': 'user', 'content': 'Cards: 2 3 4 1'}]
+    prompt = encode(policy, [{'messages': before}])['input_ids'][0].tolist()
+    answer = sum((tok(c)['input_ids'] for c in '{"formula": "2+3"}'), []) + [tok.eos_token_id]   # one token a character: not the tokenizer's own split
+    text = tok.decode(answer, skip_special_tokens=True)
+    turn = Turn(prompt, answer, [1.0] * len(answer), None, 0.0, 0.0)
+    after = before + [{'role': 'assistant', 'content': text}, {'role': 'user', 'content': 'You failed this trial.'}]
+    ids, image = _continued(policy, before, after, turn, text)
+    assert ids[:len(prompt) + len(answer)] == prompt + answer and image is None
+    assert tok.decode(ids[len(prompt) + len(answer):]) == '<|user|>You failed this trial.<|assistant|>'
+    assert ids != encode(policy, [{'messages': after}])['input_ids'][0].tolist()      # re-encoding the chat would not give the sampled ids
+    truncated = Turn(prompt, answer[:-1], [1.0] * (len(answer) - 1), None, 0.0, 0.0)   # cut by max_new_tokens: the template closes it
+    assert tok.decode(_continued(policy, before, after, truncated, text)[0][len(prompt) + len(answer) - 1:]).startswith('<|eos|><|user|>')
+    assert _continued(policy, before, [{'role': 'user', 'content': 'Next position.'}], turn, text) is None
+
+
+def test_a_model_without_a_final_norm_is_scored_after(policy, head, monkeypatch):
+    "Where the values cannot be read while generating (no decoder norm to listen to), `collect` scores the turns after."
+    monkeypatch.setattr(policy.model, 'get_decoder', lambda: object())
+    rollout = collect(policy, head, 'gp-l', steps=4, n_envs=2, seed=1, temperature=1.0, max_new_tokens=6)
+    assert rollout.scored.total > 0
+    with torch.no_grad(): values = score_tokens(ActorCritic(policy.model, head), rollout.turns, 1.0, policy.tokenizer.pad_token_id)[2]
+    torch.testing.assert_close(torch.tensor([t.value for t in rollout.turns]), values, atol=1e-5, rtol=0)
