@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -21,11 +22,10 @@ from datasets import Dataset
 from filelock import FileLock
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from .cards import FACE_RANKS, RANKS, SUITS, CardRule, is_solvable, solve
 from .city import DIRECTIONS, LANDMARK_KINDS, compass_direction
-from .core import config_hash
+from .core import config_hash, write_atomically
 from .ledger import restore_base
 from .models import ROLE_TOKENS, Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from .nav import relative_turn
@@ -34,11 +34,11 @@ from .points import evaluate
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'INSTRUCTION_SYMBOLS', 'PROBE_SYMBOLS', 'INSTRUCTION_KEYS', 'ECHO_KEYS', 'CHOICE_KEYS',
            'PROBE_KEYS', 'DOCUMENT_KINDS', 'INSTRUCTION_KINDS', 'DEFAULT_MIXTURE', 'INSTRUCTION_MIXTURE',
-           'BASE_PRESETS', 'INSTRUCTION_PROBES', 'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc', 'card_doc',
-           'turn_doc', 'route_doc', 'chat_document', 'mapping_task', 'choice_task', 'mapping_doc', 'choice_doc',
-           'correction_doc', 'base_corpus', 'task_markers', 'InstructionStage', 'BaseConfig', 'StopAfter',
-           'training_args', 'building', 'base_cache', 'pretrain_base', 'complete', 'probe_base', 'first_json',
-           'probe_instructions']
+           'BASE_PRESETS', 'TRAINER_STATE', 'INSTRUCTION_PROBES', 'arithmetic_doc', 'search_doc', 'random_rule',
+           'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'chat_document', 'mapping_task', 'choice_task',
+           'mapping_doc', 'choice_doc', 'correction_doc', 'base_corpus', 'task_markers', 'InstructionStage',
+           'BaseConfig', 'StopAfter', 'last_checkpoint', 'resume_training', 'training_args', 'building', 'base_cache',
+           'pretrain_base', 'complete', 'probe_base', 'first_json', 'probe_instructions']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -382,6 +382,40 @@ class StopAfter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= self.step: control.should_training_stop = True; control.should_save = True
 
+# %% ../nbs/05_base.ipynb #164b9f65
+TRAINER_STATE = 'trainer_state.json'   # the file transformers writes last into a checkpoint
+
+def _whole(checkpoint: Path, needs) -> bool:
+    try: return all(json.loads((checkpoint / name).read_text()) is not None for name in needs)
+    except (OSError, ValueError): return False
+
+def _set_aside(checkpoint: Path) -> Path | None:
+    "Rename a checkpoint a kill cut short out of the way (`incomplete-checkpoint-N`), so nothing resumes from it and nothing is deleted."
+    target, n = checkpoint.with_name(f'incomplete-{checkpoint.name}'), 1
+    while target.exists(): n += 1; target = checkpoint.with_name(f'incomplete-{checkpoint.name}-{n}')
+    try: checkpoint.rename(target)
+    except FileNotFoundError: return None   # another process of the same launch set it aside first
+    warnings.warn(f"{checkpoint} was cut short (a kill while it was written): set aside as {target.name}")
+    return target
+
+def last_checkpoint(checkpoints, needs=(TRAINER_STATE,)) -> str | None:
+    "The newest `checkpoint-N` in the folder `checkpoints` whose `needs` files all read as JSON (None: start afresh); newer ones a kill cut short are set aside."
+    checkpoints = Path(checkpoints)
+    numbered = [(int(m[1]), p) for p in (checkpoints.iterdir() if checkpoints.is_dir() else ())
+                if (m := re.fullmatch(r'checkpoint-(\d+)', p.name)) and p.is_dir()]
+    for _, checkpoint in sorted(numbered, reverse=True):
+        if _whole(checkpoint, needs): return str(checkpoint)
+        _set_aside(checkpoint)
+    return None
+
+def resume_training(trainer: Trainer, checkpoints, progress: bool = True, stop_after: int | None = None,
+                    needs=(TRAINER_STATE,)) -> bool:
+    "Train a transformers `trainer` from the `last_checkpoint` in `checkpoints` (stopping after `stop_after` steps if given); whether it reached its last step."
+    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
+    if not progress: trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, needs))
+    return trainer.state.global_step >= trainer.state.max_steps
+
 # %% ../nbs/05_base.ipynb #204e5369
 def training_args(config, folder: Path, progress: bool, **overrides) -> TrainingArguments:
     "The pretraining schedule of a base config (text or vision): cosine LR, checkpoints in `folder`, CPU."
@@ -445,14 +479,9 @@ def _instruction_tune(config: BaseConfig, folder: Path, progress: bool, stop_aft
     return _fit(trainer, policy, folder, progress, stop_after)
 
 def _fit(trainer: Trainer, policy: Policy, folder: Path, progress: bool, stop_after: int | None) -> Policy:
-    "Train from the last checkpoint in `folder` to the end; save the policy to `folder/final` (unless stopped early)."
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < trainer.state.max_steps: return policy   # interrupted on purpose (tests)
-    (folder / 'log.csv').parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
+    "Train from the last whole checkpoint in `folder` to the end; save the policy to `folder/final` (unless stopped early)."
+    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after): return policy   # interrupted on purpose (tests)
+    write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
     return load_policy(save_policy(policy, folder / 'final'))
 
 # %% ../nbs/05_base.ipynb #5993154c

@@ -17,14 +17,13 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFont
 from safetensors.torch import load_file, save_file
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainingArguments
 
-from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, StopAfter, base_cache, base_corpus, building,
-                        pretrain_base, training_args)
+from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, base_cache, base_corpus, building,
+                        pretrain_base, resume_training, training_args)
 from .cards import RANKS, SUIT_SETS, SUITS, Card, card_boxes, render_table
 from .city import STYLES, City, bearing, make_city
-from .core import config_hash
+from .core import config_hash, write_atomically
 from .ledger import restore_base
 from .models import IMAGE_TOKEN, Policy, build_vision_policy, load_policy, policy_size, save_policy
 from .views import FONT_PATH, NEAR, SIGN_HEIGHT, SIGN_TEXT_HEIGHT, Camera, render_view
@@ -244,15 +243,12 @@ def pretrain_tower(policy: Policy, config: TowerConfig, folder, progress: bool =
     grid = tower.config.image_size // tower.config.patch_size
     trainer = Trainer(model=reader, args=training_args(config, folder, progress, remove_unused_columns=False),
                       train_dataset=data, data_collator=tower_collator(policy.processor.image_processor, grid))
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < config.max_steps: return {'steps': trainer.state.global_step}   # stopped on purpose (tests)
+    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after):
+        return {'steps': trainer.state.global_step}   # stopped on purpose (tests)
     reader.eval()
     result = {'steps': trainer.state.global_step, 'card_patch_accuracy': card_patch_accuracy(reader, policy.processor.image_processor)}
-    save_file(tower.state_dict(), weights)
-    report.write_text(json.dumps(result))
+    write_atomically(weights, lambda temp: save_file(tower.state_dict(), temp))
+    write_atomically(report, json.dumps(result))   # last: the stage is done once its report reads
     return result
 
 # %% ../nbs/05_base_vision.ipynb #6d87cab3
@@ -316,13 +312,8 @@ def _train_vision_base(config: VisionBaseConfig, text_base: Policy, folder: Path
                         config.styles, documents)
     args = training_args(config, folder, progress, remove_unused_columns=False)   # the collator reads 'image'
     trainer = ResumingTrainer(model=policy.model, args=args, train_dataset=data, data_collator=caption_collator(policy.processor))
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < config.max_steps: return policy   # stopped on purpose (tests)
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
+    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after): return policy   # stopped on purpose (tests)
+    write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
     return load_policy(save_policy(policy, folder / 'final'))
 
 # %% ../nbs/05_base_vision.ipynb #f4df2e36

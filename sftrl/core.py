@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import string
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from gymnasium import spaces
 
 # %% auto #0
 __all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'bounded_feedback', 'Verdict',
-           'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically', 'installed_trackers']
+           'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically', 'settled_folder',
+           'write_folder_atomically', 'cut_log', 'installed_trackers']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -125,17 +127,57 @@ def config_hash(config, length: int = 12) -> str:
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
-def write_atomically(path, data: str | bytes) -> Path:
-    "Write `data` (text or bytes) to `path` through a temporary file and a rename: readers see the old file or the new one."
+def write_atomically(path, data) -> Path:
+    "Write `data` (text, bytes, or a function that writes a file at the path it is given) to `path` through a temporary file beside it and a rename: readers see the old file or the new one."
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
-        with open(temp, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush(); os.fsync(f.fileno())
+        if callable(data): data(temp)
+        else:
+            with open(temp, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
+        descriptor = os.open(temp, os.O_RDONLY)
+        try: os.fsync(descriptor)
+        finally: os.close(descriptor)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True); raise
+    return path
+
+
+# %% ../nbs/00_core.ipynb #ea1b2c08
+def _aside(path: Path) -> Path: return path.with_name(f'.{path.name}.old')
+
+def settled_folder(path) -> Path:
+    "`path` as the last finished `write_folder_atomically` left it: a folder a kill caught between its two renames is put back."
+    path, old = Path(path), _aside(Path(path))
+    if old.exists():
+        if path.exists(): shutil.rmtree(old)   # the new folder was in place: the old one was being deleted
+        else: old.rename(path)
+    return path
+
+def write_folder_atomically(path, write) -> Path:
+    "Build a folder with `write(folder)` beside `path`, then rename it into place, replacing `path` whole: a kill leaves the old folder or the new one, never a mix. One writer at a time (runs hold `building`'s lock)."
+    path = settled_folder(path)
+    temp = path.with_name(f'.{path.name}.partial')
+    shutil.rmtree(temp, ignore_errors=True)   # what a killed writer left half-done
+    try: write(temp)
+    except BaseException: shutil.rmtree(temp, ignore_errors=True); raise
+    if path.exists(): path.rename(_aside(path))
+    temp.rename(path)
+    shutil.rmtree(_aside(path), ignore_errors=True)
+    return path
+
+def cut_log(path, last: int, key: str = 'update') -> Path:
+    "Keep the whole lines of the JSON-lines log `path` whose `key` is at most `last`: a run resumed after its update `last` writes the rest again."
+    path = Path(path)
+    if not path.exists(): return path
+    text, kept = path.read_text(), []
+    for line in text.splitlines(keepends=True):
+        try: row = json.loads(line) if line.endswith('\n') else None   # a line a kill cut short has no newline
+        except ValueError: row = None
+        if isinstance(row, dict) and row.get(key, last + 1) <= last: kept.append(line)
+    if ''.join(kept) != text: write_atomically(path, ''.join(kept))
     return path
 
 # %% ../nbs/00_core.ipynb #5d5d50dc

@@ -18,7 +18,7 @@ from trl import DPOConfig, DPOTrainer
 
 from .base import building
 from .base_vision import ResumingTrainer
-from .core import config_hash
+from .core import config_hash, write_folder_atomically
 from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key
 from .generate import generate
@@ -188,15 +188,12 @@ class DPOCompute(CheckpointCompute):
         super().__init__(n_params)
         self.d_init, self.generation = d_init, generation
 
-    def on_save(self, args, state, control, **kwargs):
-        super().on_save(args, state, control, **kwargs)
-        if not state.is_world_process_zero: return   # the main process writes the checkpoint
+    def record(self, state) -> dict:
         trained = TokenCount(prompt=int(state.num_input_tokens_seen))
-        record = {'step': state.global_step, 'epoch': state.epoch, 'n_params': self.n_params, 'd_init': self.d_init,
-                  'trained_tokens': trained.total, 'reference_tokens': trained.total, 'generation_tokens': self.generation.total,
-                  'tokens': self.d_init + trained.total,
-                  'flops': counted_rl_flops(self.n_params, self.d_init, trained, self.generation + trained)}
-        (Path(args.output_dir) / f"checkpoint-{state.global_step}" / 'compute.json').write_text(json.dumps(record))
+        return {'step': state.global_step, 'epoch': state.epoch, 'n_params': self.n_params, 'd_init': self.d_init,
+                'trained_tokens': trained.total, 'reference_tokens': trained.total, 'generation_tokens': self.generation.total,
+                'tokens': self.d_init + trained.total,
+                'flops': counted_rl_flops(self.n_params, self.d_init, trained, self.generation + trained)}
 
 class _ResumingDPOTrainer(DPOTrainer):
     _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
@@ -240,7 +237,7 @@ def run_pairs(run: DPORun, policy, folder: Path) -> Dataset:
     env_kwargs = env_settings(task, run.resolution, run.verifier)
     data = preference_pairs(policy, task, run.pairs, run.seed, run.samples, run.temperature, run.max_new_tokens,
                             run.revision, **env_kwargs)
-    data.save_to_disk(str(folder / 'pairs'))
+    write_folder_atomically(folder / 'pairs', lambda temp: data.save_to_disk(str(temp)))   # whole, or not there
     return data
 
 def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) -> Path:

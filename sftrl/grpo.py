@@ -19,11 +19,10 @@ from accelerate import PartialState
 from datasets import Dataset
 from PIL import Image
 from transformers import LogitsProcessorList, PrinterCallback, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
-from .base import StopAfter, building
-from .core import config_hash
+from .base import TRAINER_STATE, building, last_checkpoint, resume_training
+from .core import config_hash, cut_log, write_atomically
 from .ledger import checkpoint_name
 from .evaluate import TokenCount
 from .generate import RowSeededSampling, chat_messages, encode
@@ -332,8 +331,10 @@ def _log_row(update: int, played: RolloutRound, logs: dict, compute: dict) -> di
             'feedback_tokens': float(np.mean([len(e.env_mask) - sum(e.env_mask) for e in episodes])),
             'trl_completion_tokens': logs.get('completions/mean_length', nan)}
 
+_TOTALS = 'sftrl_totals.json'   # a TRL checkpoint's token totals (the ledger keeps them: sftrl.ledger.RECORDS)
+
 class RunRecorder(TrainerCallback):
-    "After each update: a `log.jsonl` line, a kept checkpoint where due; with each TRL checkpoint, the token totals (for resuming)."
+    "After each update: a `log.jsonl` line, a kept checkpoint where due, and the token totals in the TRL checkpoint about to be saved (for resuming)."
     def __init__(self, run: GRPORun, folder: Path, player: SequentialRevision, policy: Policy, totals: dict, steps: int):
         self.run, self.folder, self.player, self.policy, self.totals, self.steps = run, Path(folder), player, policy, totals, steps
         self.n_params, self.d_init = count_parameters(policy.model), init_tokens(run.init)
@@ -346,16 +347,15 @@ class RunRecorder(TrainerCallback):
         if not state.is_world_process_zero: return
         with (self.folder / 'log.jsonl').open('a') as f: f.write(json.dumps(_log_row(update, self.player.last, logs, compute)) + '\n')
         if update in _checkpoint_updates(self.run):
-            path = save_policy(self.policy, self.folder / f'checkpoint-{update}')
-            (path / 'compute.json').write_text(json.dumps({'update': update, **compute, 'tokens': compute['d_init'] + compute['d_rl']}))
-
-    def on_save(self, args, state, control, **kwargs):
-        path = Path(args.output_dir) / f'checkpoint-{state.global_step}'
-        if state.is_world_process_zero and path.exists():
-            (path / 'sftrl_totals.json').write_text(json.dumps({k: asdict(v) if isinstance(v, TokenCount) else v for k, v in self.totals.items()}))
+            save_policy(self.policy, self.folder / f'checkpoint-{update}',
+                        records={'compute.json': {'update': update, **compute, 'tokens': compute['d_init'] + compute['d_rl']}})
+        # TRL saves this step next (save_steps = logging_steps) and writes its trainer_state.json last, after the totals:
+        # a TRL checkpoint whose state reads has its totals, even when save_total_limit=1 has already removed the one before
+        totals = {k: asdict(v) if isinstance(v, TokenCount) else v for k, v in self.totals.items()}
+        write_atomically(Path(args.output_dir) / f'checkpoint-{state.global_step}' / _TOTALS, json.dumps(totals))
 
 def _read_totals(checkpoint) -> dict:
-    path = Path(checkpoint or '') / 'sftrl_totals.json'
+    path = Path(checkpoint or '') / _TOTALS
     if not checkpoint or not path.exists(): return _zero_totals()
     saved = json.loads(path.read_text())
     return {k: TokenCount(**v) if isinstance(v, dict) else v for k, v in saved.items()}
@@ -393,12 +393,14 @@ def grpo_trainer(run: GRPORun, folder: Path, progress: bool = False, totals: dic
     return trainer
 
 def _train(run: GRPORun, folder: Path, progress: bool, stop_after: int | None, generator) -> Path:
-    state = folder / 'state'
-    last = get_last_checkpoint(str(state)) if state.exists() else None
+    needs = (TRAINER_STATE, _TOTALS)   # a TRL checkpoint resumes with its token totals
+    last = last_checkpoint(folder / 'state', needs)
     trainer = grpo_trainer(run, folder, progress, _read_totals(last), generator)
+    steps = steps_per_update(run, trainer.accelerator.num_processes)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after * steps_per_update(run, trainer.accelerator.num_processes)))
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < trainer.state.max_steps: return folder   # stopped early (an interruption, in tests)
+    if trainer.accelerator.is_main_process:   # the updates after the checkpoint are played and logged again
+        cut_log(folder / 'log.jsonl', int(Path(last).name.split('-')[-1]) // steps if last else 0)
+    if not resume_training(trainer, folder / 'state', progress, None if stop_after is None else stop_after * steps, needs):
+        return folder   # stopped early (an interruption, in tests)
     if trainer.accelerator.is_main_process: (folder / 'done').write_text('')
     return folder

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .core import config_hash
+from .core import config_hash, write_atomically
 
 # %% auto #0
 __all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'ledger_root', 'ledger_for',
@@ -64,14 +64,7 @@ def checkpoint_name(path) -> str:
 MAX_KEPT_MB = 40   # a kept checkpoint's weights in float16 (a tiny policy: 10-12 MB)
 SKIPPED = ('optimizer.pt', 'scheduler.pt', 'training_args.bin', 'trainer_state.json', 'compute.json')
 
-def _replace(target: Path, write):
-    "`write(path)` a temporary file beside `target`, then rename it: a reader, or a second writer, never sees half a file."
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f'.{target.name}.{os.getpid()}.partial')
-    write(partial)
-    os.replace(partial, target)
-
-def _copy(source: Path, target: Path): _replace(target, lambda partial: shutil.copyfile(source, partial))
+def _copy(source: Path, target: Path): write_atomically(target, lambda partial: shutil.copyfile(source, partial))
 
 def _write_weights(source: Path, target: Path, dtype=None):
     "`source`'s tensors into `target`: floating ones as float16 (`dtype` None), or back in the dtype the file records."
@@ -81,7 +74,7 @@ def _write_weights(source: Path, target: Path, dtype=None):
     if dtype is None: metadata, dtype = {**metadata, 'sftrl_dtype': str(floats[0]).split('.')[-1] if floats else ''}, torch.float16
     else: dtype = getattr(torch, metadata.get('sftrl_dtype') or 'float32')
     stored = {k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}
-    _replace(target, lambda partial: save_file(stored, str(partial), metadata=metadata))
+    write_atomically(target, lambda partial: save_file(stored, str(partial), metadata=metadata))
 
 def _model_files(folder: Path) -> list[Path]:
     return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.name not in SKIPPED and not f.name.startswith(('rng_state', '.')))
@@ -131,7 +124,7 @@ def _relocatable(value):
 def _write_if_changed(path: Path, data: bytes):
     "Write `data` unless the file holds it already (a re-recorded entry leaves git with nothing to commit)."
     if path.exists() and path.read_bytes() == data: return
-    _replace(path, lambda partial: partial.write_bytes(data))
+    write_atomically(path, data)
 
 def _run_entry(folder: Path, preset: str) -> Path | None:
     root = ledger_for(preset)
@@ -189,7 +182,7 @@ def restore_evaluation(path, preset: str) -> bool:
     if entry is None or not reading() or not entry.exists(): return False
     data = gzip.decompress(entry.read_bytes())
     if path.exists() and path.stat().st_size >= len(data): return False
-    _replace(path, lambda partial: partial.write_bytes(data))
+    write_atomically(path, data)
     return True
 
 # %% ../nbs/04a_ledger.ipynb #d39b8624

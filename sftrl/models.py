@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from transformers import (AutoConfig, AutoProcessor, AutoTokenizer, LlamaConfig,
                           PreTrainedTokenizerFast, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration,
                           SiglipImageProcessorPil, SiglipVisionConfig)
 
-from .core import FEEDBACK_PREFIX, episode_seeds
+from .core import FEEDBACK_PREFIX, episode_seeds, write_folder_atomically
 from .nav import NavigationEnv, oracle_answer
 from .points import GeneralPointsEnv
 
@@ -165,12 +166,13 @@ MODEL_CLASSES = {'llama': LlamaForCausalLM, 'llava': LlavaForConditionalGenerati
                  'mllama': MllamaForConditionalGeneration, 'qwen2_vl': Qwen2VLForConditionalGeneration,
                  'qwen2_5_vl': Qwen2_5_VLForConditionalGeneration}
 
-def save_policy(policy: Policy, path) -> Path:
-    "Save model, tokenizer and processor into `path` (a folder `load_policy` reads)."
-    path = Path(path)
-    policy.model.save_pretrained(path)
-    (policy.processor or policy.tokenizer).save_pretrained(path)
-    return path
+def save_policy(policy: Policy, path, records: dict | None = None) -> Path:
+    "Save model, tokenizer and processor, and `records` (file name: JSON value, e.g. a checkpoint's `compute.json`), as the folder `path` that `load_policy` reads: written beside it and renamed in, replacing `path` whole, so a kill leaves the old folder or the new one."
+    def write(folder: Path):
+        policy.model.save_pretrained(folder)
+        (policy.processor or policy.tokenizer).save_pretrained(folder)
+        for name, value in (records or {}).items(): (folder / name).write_text(json.dumps(value))
+    return write_folder_atomically(path, write)
 
 def _processor_or_none(path: Path):
     if not (path / 'processor_config.json').exists() and not (path / 'preprocessor_config.json').exists(): return None

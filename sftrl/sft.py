@@ -14,16 +14,15 @@ from pathlib import Path
 import pandas as pd
 from datasets import Dataset
 from PIL import Image
-from transformers import PrinterCallback, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from .core import config_hash, installed_trackers
+from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
 from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
 from .models import Policy, count_parameters, load_policy
-from .base import BASE_PRESETS, StopAfter, building, pretrain_base
+from .base import BASE_PRESETS, TRAINER_STATE, building, pretrain_base, resume_training
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
 
 # %% auto #0
@@ -157,13 +156,16 @@ class CheckpointCompute(TrainerCallback):
         # the run's end is always a checkpoint
         if state.global_step >= state.max_steps or state.global_step in self.save_at: control.should_save = True
 
+    def record(self, state) -> dict:
+        "What the checkpoint at `state` has cost: its `compute.json`."
+        tokens = int(state.num_input_tokens_seen)
+        return {'step': state.global_step, 'epoch': state.epoch, 'tokens': tokens, 'n_params': self.n_params,
+                'flops': sft_flops(self.n_params, 0, tokens)}
+
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero: return   # the main process writes the checkpoint
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        tokens = int(state.num_input_tokens_seen)
-        record = {'step': state.global_step, 'epoch': state.epoch, 'tokens': tokens, 'n_params': self.n_params,
-                  'flops': sft_flops(self.n_params, 0, tokens)}
-        (folder / 'compute.json').write_text(json.dumps(record))
+        write_atomically(folder / 'compute.json', json.dumps(self.record(state)))   # the checkpoint is whole once it reads
         for older in Path(args.output_dir).glob('checkpoint-*'):
             if older != folder:
                 for name in ('optimizer.pt', 'scheduler.pt'): (older / name).unlink(missing_ok=True)
@@ -250,13 +252,10 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     return train_to_end(trainer, folder, progress, stop_after)
 
 def train_to_end(trainer, folder: Path, progress: bool = True, stop_after: int | None = None) -> Path:
-    "Run a transformers `trainer` from its last checkpoint in `folder/checkpoints`; `log.csv` once it reaches its last step."
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(folder / 'checkpoints')) if (folder / 'checkpoints').exists() else None
-    trainer.train(resume_from_checkpoint=last)
-    if trainer.state.global_step < trainer.state.max_steps: return folder   # stopped early (an interruption, in tests)
-    if trainer.is_world_process_zero(): pd.DataFrame(trainer.state.log_history).to_csv(folder / 'log.csv', index=False)
+    "Run a transformers `trainer` from its last whole checkpoint in `folder/checkpoints` (its `compute.json` too); `log.csv` once it reaches its last step."
+    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after, needs=(TRAINER_STATE, 'compute.json')):
+        return folder   # stopped early (an interruption, in tests)
+    if trainer.is_world_process_zero(): write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
     return folder
 
 def checkpoint_table(folder) -> pd.DataFrame:

@@ -42,13 +42,15 @@ def test_tokenizer_saves_and_loads(tokenizer, tmp_path):
 
 def _generate_text(policy, tokenizer):
     ids = tokenizer('Cards: [1, 2, 3, 4]', return_tensors='pt')
-    out = policy.model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    # an untrained model may pick EOS first: min_new_tokens asks for exactly 3 new tokens whatever the weights
+    out = policy.model.generate(**ids, min_new_tokens=3, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] == ids['input_ids'].shape[1] + 3
 
 
 def test_tiny_random_llama_loads_and_generates(tokenizer, tmp_path):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)   # the same random weights on every run
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     policy = load_policy(tmp_path)
@@ -65,6 +67,7 @@ def test_tiny_random_mllama_loads_and_generates(tokenizer, tmp_path):
                          num_attention_heads=2, num_key_value_heads=1, cross_attention_layers=[1],
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id))
+    torch.manual_seed(0)   # the same random weights on every run
     MllamaForConditionalGeneration(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     policy = load_policy(tmp_path)
@@ -80,6 +83,7 @@ def test_tiny_random_qwen2_vl_loads_and_generates(tokenizer, tmp_path):
                          eos_token_id=tokenizer.eos_token_id),
         vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2,
                            temporal_patch_size=2))
+    torch.manual_seed(0)   # the same random weights on every run
     Qwen2VLForConditionalGeneration(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     policy = load_policy(tmp_path)
