@@ -563,6 +563,18 @@ def _answered(completion: str, answer) -> bool:
     if isinstance(answer, str): return completion.strip().split('\n')[0].strip() == answer
     return first_json(completion) == answer
 
+def _schema_and_values(completion: str, answer) -> tuple[float, float]:
+    "Whether an answer's JSON has exactly the asked keys (NaN for a bare option), and the share of the expected values it holds in place."
+    if isinstance(answer, str): return float('nan'), float(_answered(completion, answer))
+    got = first_json(completion)
+    if not isinstance(got, dict): return 0.0, 0.0
+    def at(d, key, i):
+        value = d.get(key)
+        if not isinstance(answer[key], list): return value
+        return value[i] if isinstance(value, list) and i < len(value) else None
+    places = [(k, i) for k, v in answer.items() for i in range(len(v) if isinstance(v, list) else 1)]
+    return float(set(got) == set(answer)), float(np.mean([at(got, k, i) == at(answer, k, i) for k, i in places]))
+
 def _instruction_items(kind: str, rng, n: int) -> list[tuple[str, object]]:
     "(chat prompt, expected answer) pairs of one generic probe, on held-out symbols, schema keys or seeds."
     items = []
@@ -586,12 +598,14 @@ INSTRUCTION_PROBES = {'held-out symbols': 'stated mapping, held-out symbols: JSO
                       'correction': 'right after one generic correction (held-out symbols)'}
 
 def probe_instructions(policy: Policy, n: int = 100, seed: int = 24680) -> pd.DataFrame:
-    "Accuracy of the base on the generic instruction probes (held out by symbols, keys or seed; greedy)."
+    "The base on the generic instruction probes (held out by symbols, keys or seed; greedy): exact answers, JSON, asked keys, values in place."
     rng, rows = np.random.default_rng(seed), []
     for kind, name in INSTRUCTION_PROBES.items():
         items = _instruction_items(kind, rng, n)
         got = complete(policy, [p for p, _ in items], max_new_tokens=64)
+        schema, values = np.array([_schema_and_values(g, a) for g, (_, a) in zip(got, items)]).T
         rows.append(dict(probe=name, n=n, accuracy=np.mean([_answered(g, a) for g, (_, a) in zip(got, items)]),
-                         json=np.mean([isinstance(a, str) or isinstance(first_json(g), dict) for g, (_, a) in zip(got, items)])))
+                         json=np.mean([isinstance(a, str) or isinstance(first_json(g), dict) for g, (_, a) in zip(got, items)]),
+                         schema=np.nanmean(schema) if not np.isnan(schema).all() else float('nan'), values=values.mean()))
     return pd.DataFrame(rows)
 
