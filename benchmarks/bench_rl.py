@@ -1,7 +1,9 @@
 """RL throughput on the tiny text policy (random weights), side by side in one run and interleaved:
 
 1. rollouts: turns/s and tokens/s of `collect` playing GP-L with its own sampling (each chat's ids kept, the old
-   log-probabilities and values read while generating) against `generate` re-encoding each chat, its turns scored after (one packed forward per chain);
+   log-probabilities and values read while generating), through `sftrl.generate.GenerationEngine` (each chat's keys
+   and values kept between tries; what `train_rl` uses on a CPU), and through `generate` re-encoding each chat — the
+   last two scored after the rollout, one packed forward per chain;
 2. the PPO update: trained turn tokens/s (each turn's prompt and answer, as the per-turn update forwards them) of
    today's per-turn scoring against episode-packed scoring (one sequence per chain), on the same rollout, from the
    same weights, with the ratio;
@@ -22,18 +24,19 @@ from accelerate import Accelerator
 from datasets import Dataset
 
 from sftrl.models import build_text_policy, build_tokenizer, count_parameters, task_texts
-from sftrl.generate import generate
+from sftrl.generate import GenerationEngine, generate
 from sftrl.rl import ActorCritic, ValueHead, chains, collect, hidden_size, ppo_update, rl_run
 from sftrl.tasks import make_env, start_episode, training_seeds
 
 
-def rollouts(policy, head, n_envs, steps=32, max_new_tokens=64, rounds=2):
-    "Rollout turns/s: `collect`'s own sampling against `generate` with a scoring pass after, interleaved, best of `rounds`."
+def rollouts(policy, head, n_envs, steps=64, max_new_tokens=64, rounds=2):
+    "Rollout turns/s of the three ways `collect` plays, interleaved, best of `rounds`."
     best = {}
     for _ in range(rounds):
-        for name, generator in (('generate, scored after', generate), ('own sampling', None)):
+        for name, make in (('generate, scored after', lambda: generate), ('own sampling', lambda: None),
+                           ('engine, scored after', GenerationEngine)):
             start = time.perf_counter()
-            rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=generator)
+            rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=make())
             seconds = time.perf_counter() - start
             tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
             best[name] = max(best.get(name, (0,)), (len(rollout.turns) / seconds, rollout.generation.generated / seconds, tokens / seconds))
@@ -67,13 +70,13 @@ ANSWERS = 40   # model answers per iteration: turns for PPO (8 environments × 5
 
 
 def ppo_iteration(policy, n_envs=8):
-    "One sftrl PPO iteration: a 40-turn multi-turn rollout, then 4 epochs of minibatch 20 (8 optimizer steps)."
+    "One sftrl PPO iteration as `train_rl` runs it on a CPU: a 40-turn multi-turn rollout through the engine, then 4 packed epochs of minibatch 20 (8 optimizer steps)."
     policy = copy.deepcopy(policy)
     head = ValueHead(hidden_size(policy.model))
     run = rl_run('tiny', 'gp-l', init='unused', minibatch=ANSWERS // 2, accumulation=1, ppo_epochs=4, temperature=0.2)
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
     start = time.perf_counter()
-    rollout = collect(policy, head, 'gp-l', ANSWERS, n_envs, seed=0, temperature=0.2, max_new_tokens=64)
+    rollout = collect(policy, head, 'gp-l', ANSWERS, n_envs, seed=0, temperature=0.2, max_new_tokens=64, generator=GenerationEngine())
     ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=run.accumulation), rollout, run, policy.tokenizer.pad_token_id,
                np.random.default_rng(0))
     seconds = time.perf_counter() - start

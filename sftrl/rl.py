@@ -27,7 +27,7 @@ from .core import config_hash, installed_trackers
 from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
-from .generate import Generation, RowSeededSampling, chat_messages, encode, generate, generator
+from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
@@ -312,7 +312,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
     episodes_from, hands, episode_ids = training_episodes(task, seed), itertools.count(), itertools.count()
     states = [None] * n_envs     # per environment: observation, info, the episode's tally, (hand, episode); None: waiting
-    kept = [None] * n_envs       # per environment, while its chat goes on: the ids (and image) of its next prompt
+    kept = [None] * n_envs       # per environment, while its chat goes on: the ids (and image) of its next prompt (and bootstrap)
     def deal(group: int):        # the group's environments start the next training hand together
         members, hand = range(group * size, (group + 1) * size), next(hands)
         first = episodes_from(envs[members[0]])
@@ -337,7 +337,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         for turn, text in zip(new, out.texts):
             episode, before = states[turn.env][2], states[turn.env][1]['messages']
             states[turn.env] = _play(envs[turn.env], turn, text, states[turn.env], official_budget)
-            if generator is None: kept[turn.env] = states[turn.env] and _continued(policy, before, states[turn.env][1]['messages'], turn, text)
+            kept[turn.env] = states[turn.env] and _continued(policy, before, states[turn.env][1]['messages'], turn, text)
             turns.append(turn)
             if turn.done: episodes.append({**episode, 'success': turn.success})
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
@@ -611,6 +611,11 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
             'implied_lambda': rollouts.total / max(totals['d_rl'], 1)}
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
+def _rollout_generator(policy: Policy, backend: str):
+    "What plays a run's rollouts: on a CPU a text policy through the generation engine (each chat's keys and values kept between tries, the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+    if backend != 'transformers': return generator(policy, backend)
+    return GenerationEngine() if policy.kind == 'text' and not on_gpu() else None
+
 def _checkpoint_updates(run: RLRun) -> set[int]:
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
 
@@ -655,7 +660,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
-    generate_with = None if run.backend == 'transformers' else generator(policy, run.backend)   # None: `collect`'s own sampling
+    generate_with = _rollout_generator(policy, run.backend)
     pad_id = policy.tokenizer.pad_token_id
     bare = accelerator.unwrap_model(actor_critic)
     with accelerator.autocast():
@@ -667,6 +672,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         unwrapped = Policy(bare.model, policy.tokenizer, policy.processor, policy.kind)
         seed = run.seed * 1_000_003 + update * accelerator.num_processes + accelerator.process_index
         if hasattr(generate_with, 'sync'): generate_with.sync(unwrapped.model)   # a vLLM engine gets the updated weights
+        if hasattr(generate_with, 'reset'): generate_with.reset()                # the CPU engine forgets keys of the old weights
         with accelerator.autocast():   # the rollout's old log-probabilities in the precision the update computes
             rollout = collect(unwrapped, bare.value_head, run.task, run.steps, run.n_envs, seed, run.temperature,
                               run.max_new_tokens, run.viter, run.thought_weight, run.skip_first, _env_kwargs(run), generate_with,

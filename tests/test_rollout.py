@@ -295,3 +295,16 @@ def test_a_model_without_a_final_norm_is_scored_after(policy, head, monkeypatch)
     assert rollout.scored.total > 0
     with torch.no_grad(): values = score_tokens(ActorCritic(policy.model, head), rollout.turns, 1.0, policy.tokenizer.pad_token_id)[2]
     torch.testing.assert_close(torch.tensor([t.value for t in rollout.turns]), values, atol=1e-5, rtol=0)
+
+
+def test_the_generation_engine_plays_the_rollout_own_sampling_plays(policy, head):
+    "`train_rl`'s CPU path (sftrl.generate.GenerationEngine, keys and values kept between tries, scored after): the same turns as `collect`'s own sampling, the same old log-probabilities and values to 1e-5."
+    from sftrl.generate import GenerationEngine
+    own = collect(policy, head, 'gp-l', steps=12, n_envs=3, seed=6, temperature=1.0, max_new_tokens=10)
+    engine = collect(policy, head, 'gp-l', steps=12, n_envs=3, seed=6, temperature=1.0, max_new_tokens=10, generator=GenerationEngine())
+    assert [(t.prompt_ids, t.answer_ids, t.reward) for t in own.turns] == [(t.prompt_ids, t.answer_ids, t.reward) for t in engine.turns]
+    assert engine.scored == _forwarded(engine.turns, packed=True) and max(len(c) for c in chains(engine.turns)) > 1
+    for k, (a, b) in enumerate(zip(own.turns, engine.turns)):
+        gap = max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs))
+        assert gap < 1e-5 and abs(a.value - b.value) < 1e-5, (k, gap, a.answer_ids, [round(x - y, 6) for x, y in zip(a.token_logprobs, b.token_logprobs)])
+    assert max(abs(x - y) for x, y in zip(own.last_values, engine.last_values)) < 1e-5
