@@ -1,7 +1,8 @@
 """Evaluation with a model, today's path against the generation engine: a GP-L and a V-IRL-L evaluation of the tiny
-text policy (random weights: every answer runs to `max_new_tokens` and every episode uses its five tries, the worst
-case), played by `generate` in batches of 16 (16 episodes in flight) and by `GenerationEngine` (the episodes in
-flight answered in one call, each chat's keys and values kept between tries, the shared prompt prefix run once),
+text policy (random weights: every answer runs to `max_new_tokens` and every episode uses all its tries, 5 for GP-L
+and 2 for V-IRL-L: the worst case), played by `generate` in batches of 16 (16 episodes in flight) and by `GenerationEngine` (the episodes in
+flight answered in one call, each chat's keys and values kept between tries, the shared prompt prefix run once; as
+evaluation runs it, re-tokenizing each chat, which a random model's answers make costlier than a trained model's),
 alternating in one run. Prints wall and CPU seconds (the machine is shared: CPU seconds of this one-thread process are
 the steadier measure), generated tokens per second and the ratios, and checks that both played the same rows.
 
@@ -33,7 +34,7 @@ if __name__ == '__main__':
     torch.manual_seed(0)
     policy = build_text_policy(build_tokenizer(task_texts(n=200), 512), 'tiny', seed=0)
     print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} thread(s), "
-          f"{n} episodes, 5 tries, 80 new tokens per answer, greedy")
+          f"{n} episodes, 80 new tokens per answer, greedy")
     for task in tasks:
         results = {'today': [], 'engine': []}
         for r in range(repeats):
