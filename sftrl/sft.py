@@ -173,6 +173,12 @@ class CheckpointCompute(TrainerCallback):
 class _ResumingSFTTrainer(SFTTrainer):
     _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
 
+    def _load_callback_state(self):   # called as a resumed run reads its checkpoint's state
+        super()._load_callback_state()
+        # TRL's running count behind the log's num_tokens starts at 0 in every process; it counts what the state
+        # counts (the batches' attention masks), so a resumed run logs the uninterrupted run's numbers
+        self._total_train_tokens = self.state.num_input_tokens_seen
+
 def checkpoint_steps(run, steps: int) -> list[int]:
     "The steps a run of `steps` optimizer steps saves at: `run.checkpoint_at` fractions of it, else `run.checkpoints` evenly spaced."
     if not getattr(run, 'checkpoint_at', ()):
