@@ -24,7 +24,7 @@ from .evaluate import TokenCount, counted_rl_flops, opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
 from .rl import init_tokens
-from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end
+from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end, training_precision
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
@@ -200,7 +200,7 @@ class _ResumingDPOTrainer(DPOTrainer):
 
 # %% ../nbs/11_dpo.ipynb #e9020358
 def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOConfig:
-    "TRL's `DPOConfig` for `run`: SFT's optimizer and schedule, DPO's β, `run.checkpoints` saves, bf16 only on a GPU."
+    "TRL's `DPOConfig` for `run`: SFT's optimizer and schedule, DPO's β, `run.checkpoints` saves, in `training_precision`."
     return DPOConfig(output_dir=str(folder / 'checkpoints'), num_train_epochs=run.epochs, beta=run.beta,
                      per_device_train_batch_size=run.batch_size, gradient_accumulation_steps=run.gradient_accumulation,
                      learning_rate=run.learning_rate, lr_scheduler_type='cosine', warmup_steps=math.ceil(run.warmup_ratio * steps),
@@ -209,7 +209,7 @@ def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOC
                      logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
                      max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.gradient_checkpointing,   # TRL's default is on; it only costs time on tiny models
-                     bf16=on_gpu(),   # TRL turns bf16 on by default; CPU bf16 autocast is ~13x slower (sftrl.sft)
+                     bf16=training_precision() == 'bf16',   # TRL's default is bf16 everywhere: see sftrl.sft.training_precision
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
 def dpo_folder(run: DPORun, root='runs/dpo') -> Path:

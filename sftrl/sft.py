@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,10 +27,10 @@ from .base import BASE_PRESETS, TRAINER_STATE, building, pretrain_base, resume_t
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings',
-           'demonstration_episode', 'demonstrations', 'SFTRun', 'sft_run', 'set_trainable', 'CheckpointCompute',
-           'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu', 'optimizer_steps', 'sft_folder', 'train_sft',
-           'train_to_end', 'checkpoint_table']
+__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'PRECISIONS',
+           'evaluation_openings', 'demonstration_episode', 'demonstrations', 'SFTRun', 'sft_run', 'set_trainable',
+           'CheckpointCompute', 'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu', 'optimizer_steps',
+           'training_precision', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -208,9 +209,7 @@ def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool, report_
                      logging_steps=max(1, steps // 20), report_to=list(report_to), seed=run.seed, data_seed=run.seed,
                      assistant_only_loss=True, max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.size == 'paper',   # TRL's default; it only costs time on tiny models
-                     # TRL's SFTConfig turns bf16 on by default; on a CPU without bf16 units, autocast made a tiny-model
-                     # step 13x slower (measured: 79.7 s vs 6.0 s for 16 x 300 tokens), so bf16 only on a GPU
-                     bf16=on_gpu(),
+                     bf16=training_precision() == 'bf16',   # TRL's default is bf16 everywhere: see training_precision
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
 def on_gpu() -> bool:
@@ -223,6 +222,51 @@ def optimizer_steps(run, rows: int) -> int:
     from accelerate import PartialState
     per_step = run.batch_size * PartialState().num_processes
     return math.ceil(run.epochs * math.ceil(rows / per_step) / run.gradient_accumulation)
+
+# %% ../nbs/07_sft.ipynb #b3f2d9e4
+PRECISIONS = ('fp32', 'bf16')
+
+def training_precision() -> str:
+    "'bf16' (autocast) on a GPU, or on a CPU where it measured faster than 'fp32'; `SFTRL_PRECISION=fp32|bf16` forces one."
+    forced = os.environ.get('SFTRL_PRECISION', '')
+    if forced:
+        if forced not in PRECISIONS: raise ValueError(f"SFTRL_PRECISION must be one of {PRECISIONS}, got {forced!r}")
+        return forced
+    return 'bf16' if on_gpu() or _cpu_bf16_pays() else 'fp32'
+
+def _cpu_flags() -> set[str]:
+    "The CPU's feature flags (Linux; empty elsewhere)."
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return set()
+    return set(next((line.split(':', 1)[1].split() for line in text.splitlines() if line.startswith('flags')), []))
+
+def _cpu_bf16_pays(cache: Path | None = None) -> bool:
+    "Does a training step under bf16 autocast beat fp32 on this CPU by 10 %? Measured once per CPU and torch version, cached."
+    import platform, torch
+    if not _cpu_flags() & {'avx512_bf16', 'amx_bf16'}: return False   # no bf16 units: autocast emulates it (measured 13x slower)
+    cache = cache or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'sftrl' / 'precision.json'
+    key = f"{platform.processor() or platform.machine()} {' '.join(sorted(f for f in _cpu_flags() if 'bf16' in f or 'amx' in f))} torch {torch.__version__}"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in known:
+        fp32, bf16 = _training_step_seconds(False), _training_step_seconds(True)
+        known[key] = {'fp32_s': fp32, 'bf16_s': bf16, 'bf16': fp32 > 1.1 * bf16}
+        cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(known, indent=1))
+    return known[key]['bf16']
+
+def _training_step_seconds(bf16: bool, repeats: int = 3) -> float:
+    "Best-of-`repeats` seconds of a forward and backward pass of a tiny-model-sized MLP on 16 x 300 tokens."
+    import time, torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers = torch.nn.Sequential(torch.nn.Linear(256, 768), torch.nn.SiLU(), torch.nn.Linear(768, 256))
+        x = torch.randn(16 * 300, 256)
+    best = float('inf')
+    for _ in range(repeats + 1):   # the first pass warms up
+        start = time.perf_counter()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): loss = layers(x).float().square().mean()
+        loss.backward()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 # %% ../nbs/07_sft.ipynb #4850dc81
 def _base_identity(run: SFTRun) -> str:
