@@ -611,10 +611,10 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
             'implied_lambda': rollouts.total / max(totals['d_rl'], 1)}
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
-def _rollout_generator(policy: Policy, backend: str):
-    "What plays a run's rollouts: on a CPU a text policy through the generation engine (each chat's keys and values kept between tries, the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):
+    "What plays a run's rollouts: on a CPU in float32 a text policy through the generation engine (each chat's keys and values kept between tries, the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
-    return GenerationEngine() if policy.kind == 'text' and not on_gpu() else None
+    return GenerationEngine() if policy.kind == 'text' and not on_gpu() and mixed_precision == 'no' else None   # the engine's cache is float32
 
 def _checkpoint_updates(run: RLRun) -> set[int]:
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
@@ -660,7 +660,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
-    generate_with = _rollout_generator(policy, run.backend)
+    generate_with = _rollout_generator(policy, run.backend, accelerator.mixed_precision)
     pad_id = policy.tokenizer.pad_token_id
     bare = accelerator.unwrap_model(actor_critic)
     with accelerator.autocast():
