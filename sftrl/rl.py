@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
 from .base import building
-from .core import config_hash, installed_trackers
+from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
 from .sft import evaluation_openings, on_gpu
@@ -595,11 +595,19 @@ def rl_folder(run: RLRun, root='runs/rl') -> Path:
     return Path(root) / f"rl-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
 
 def _save_state(folder: Path, update: int, policy, value_head, optimizer, scheduler, rng, totals: dict):
-    state = folder / 'state'
-    save_policy(policy, state / 'policy')
-    torch.save({'update': update, 'value_head': value_head.state_dict(), 'optimizer': optimizer.state_dict(),
-                'scheduler': scheduler.state_dict(), 'rng': rng.bit_generator.state, 'totals': totals}, state / 'trainer.pt.tmp')
-    (state / 'trainer.pt.tmp').replace(state / 'trainer.pt')   # the update counts once its state is whole
+    "What a resumed run needs after `update`, as one folder `state` written whole: a kill leaves the last update's state or this one's."
+    def write(state: Path):
+        save_policy(policy, state / 'policy')
+        torch.save({'update': update, 'value_head': value_head.state_dict(), 'optimizer': optimizer.state_dict(),
+                    'scheduler': scheduler.state_dict(), 'rng': rng.bit_generator.state, 'totals': totals}, state / 'trainer.pt')
+    write_folder_atomically(folder / 'state', write)
+
+def _load_state(folder: Path) -> dict | None:
+    "The state the run's last saved update left (None: a fresh start); `log.jsonl` cut back to that update, as the rest is played again."
+    state = settled_folder(folder / 'state') / 'trainer.pt'
+    resumed = torch.load(state, weights_only=False) if state.exists() else None
+    cut_log(folder / 'log.jsonl', resumed['update'] if resumed else 0)
+    return resumed
 
 def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
     "An RL run's compute so far (trained and rollout token counts in `totals`), as its checkpoints' `compute.json` holds it."
@@ -633,15 +641,14 @@ def _probes(folder: Path, run: RLRun, policy: Policy, value_head, fresh: bool, d
     if not run.kl_probes: return {}
     if path.exists(): return torch.load(path, weights_only=False)
     probes = kl_probes(policy if fresh else load_policy(run.init, device=device), value_head, run)
-    torch.save(probes, path)
+    write_atomically(path, lambda temp: torch.save(probes, temp))
     return probes
 
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
     accelerator = Accelerator(cpu=not on_gpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
                               project_dir=str(folder))
     _check_engine(accelerator, run)
-    state = folder / 'state' / 'trainer.pt'
-    resumed = torch.load(state, weights_only=False) if state.exists() else None
+    resumed = _load_state(folder)
     policy = load_policy(folder / 'state' / 'policy' if resumed else run.init)
     policy.model.train()
     torch.manual_seed(run.seed)
@@ -687,8 +694,8 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
             with accelerator.autocast(): stats.update(kl_to_init(bare, probes, run.temperature, pad_id))
             compute = rl_compute(run.task, n_params, d_init, totals)
             _log(accelerator, folder, run, update + 1, rollout, stats, compute, scheduler.get_last_lr()[0])
-            _save_state(folder, update + 1, unwrapped, bare.value_head, optimizer, scheduler, rng, totals)
             if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, compute)
+            _save_state(folder, update + 1, unwrapped, bare.value_head, optimizer, scheduler, rng, totals)   # last: the update is done
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process: (folder / 'done').write_text('')
@@ -724,8 +731,7 @@ def _log(accelerator, folder: Path, run: RLRun, update: int, rollout: Rollout, s
     accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != 'update'}, step=update)
 
 def _keep_checkpoint(folder: Path, update: int, policy: Policy, compute: dict):
-    path = save_policy(policy, folder / f'checkpoint-{update}')
-    (Path(path) / 'compute.json').write_text(json.dumps({'update': update, **compute, 'tokens': compute['d_init'] + compute['d_rl']}))
+    save_policy(policy, folder / f'checkpoint-{update}', records={'compute.json': {'update': update, **compute, 'tokens': compute['d_init'] + compute['d_rl']}})
 
 def rl_log(folder) -> pd.DataFrame:
     "The per-update log of a run (the last line per update, if a resumed run wrote one twice)."
