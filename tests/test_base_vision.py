@@ -99,7 +99,9 @@ def test_the_collator_trains_on_words_only(policy):
     assert int((batch['input_ids'] == image_id).sum()) == n_images * (64 // 16) ** 2
     assert not ((batch['labels'] == image_id).any())
     assert bool((batch['labels'][batch['attention_mask'] == 0] == -100).all())
-    assert int((batch['labels'] == policy.tokenizer.eos_token_id).sum()) == len(items)
+    # one EOS closes each item; a text document that is a chat also has one after each assistant turn
+    eos = policy.tokenizer.eos_token
+    assert int((batch['labels'] == policy.tokenizer.eos_token_id).sum()) == sum(1 + (it['text'] or '').count(eos) for it in items)
     with torch.no_grad():
         assert policy.model(**batch).loss.item() > 0
 
