@@ -239,7 +239,8 @@ def choice_task(rng, keys=CHOICE_KEYS) -> tuple[str, dict | str, list[str]]:
         before, after = (int(v) * 45 for v in rng.integers(0, 8, 2))
         if before == after or abs((after - before) % 360 - 180) == 0: after = (before + 90) % 360
         right = relative_turn(before, after)
-        options = _pick(rng, ['left', 'right', 'slightly left', 'slightly right'], 4) if rng.random() < 0.5 else ['left', 'right', 'slightly left', 'slightly right']
+        turns = ['left', 'right', 'slightly left', 'slightly right']
+        options = _pick(rng, turns, len(turns)) if rng.random() < 0.5 else turns   # shuffled half the time
         question = f"You face {compass_direction(before)} and want to face {compass_direction(after)}. Which turn do you take?"
     else:
         category = _pick(rng, list(_CATEGORIES))
