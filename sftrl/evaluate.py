@@ -18,16 +18,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from .core import STEP_LIMIT
-from .nav import ABSOLUTE_DIRECTIONS, ACTION_SPACES, RELATIVE_TURNS, REWARD_FN_VIRL
-from .nav import parse_answer as _route_answer
-from .points import AGGREGATED_ERROR, REWARDS
-from .points import parse_answer as _points_answer
-from .tasks import (Task, evaluation_seeds, get_task, make_env, oracle_answer, points_answer, start_episode,
+from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, oracle_answer, start_episode,
                          training_seeds)
 
 # %% auto #0
 __all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'observation_digest', 'random_mistake_policy', 'read_log', 'evaluate',
-           'load_evaluation', 'binomial_se', 'categories', 'action_space', 'follows_rule', 'rule_validity', 'summarize',
+           'load_evaluation', 'binomial_se', 'categories', 'follows_rule', 'rule_validity', 'summarize',
            'paired_comparison', 'opening_key', 'openings', 'prompt_overlap', 'sft_flops', 'rl_flops', 'gflops',
            'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda']
 
@@ -55,25 +51,15 @@ def observation_digest(item: dict) -> int:
     if image is not None: digest.update(repr(np.shape(image)).encode() + np.ascontiguousarray(image).tobytes())
     return int.from_bytes(digest.digest()[:8], 'little')
 
-def _mistake(task: Task, info: dict, rng: np.random.Generator) -> str:
-    "A wrong answer in the paper's format: a wrong action (V-IRL), misread cards (GP-VL, half the time) or a wrong formula."
-    if task.env == 'nav':
-        wrong = 'forward()' if info['gt_action'] != 'forward()' else 'stop()'
-        return oracle_answer(task, {}, {**info, 'gt_action': wrong, 'absolute_action': wrong, 'relative_action': wrong})
-    if task.vision and rng.random() < 0.5:
-        misread = ['A' if c == 'K' else 'K' for c in info['cards'][:1]] + list(info['cards'][1:])
-        return oracle_answer(task, {}, {**info, 'cards': misread})
-    return points_answer(info['cards'], info['numbers'], '-'.join(map(str, info['numbers'])), info['target'])  # never 24
-
 def random_mistake_policy(task, p: float = 0.3, seed: int = 0) -> PolicyFn:
-    "The oracle, wrong with probability `p` at each turn; the draw depends on `seed` and the observation only, not on the batch."
+    "The oracle, wrong with probability `p` at each turn (the family's `mistake`: a wrong action, misread cards or a formula that misses 24); the draw depends on `seed` and the observation only, not on the batch."
     task = get_task(task)
     if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
     def answer(batch):
         out = []
         for item in batch:
             rng = np.random.default_rng([seed, observation_digest(item)])
-            out.append(_mistake(task, item['info'], rng) if rng.random() < p else oracle_answer(task, item, item['info']))
+            out.append(task.family.mistake(item['info'], task.vision, rng) if rng.random() < p else oracle_answer(task, item, item['info']))
         return out
     return answer
 
@@ -101,15 +87,9 @@ class _Episode:
         return self.info.get('tries_left', 1) > 0
 
 # %% ../nbs/09_evaluate.ipynb #791cfc91
-def _context(task: Task, info: dict) -> dict:
-    "What a step row records of the position it answered: the hand (GP), the route point, its correct action and the prompt's action space (V-IRL)."
-    if task.env == 'points': return {'cards': list(info['cards']), 'suits': list(info['suits'])}
-    return {'route_id': info['route_id'], 'position': info['step_cnt'], 'gt_action': info['gt_action'],
-            'absolute': ACTION_SPACES[True] in info['messages'][0]['content']}   # the action space the prompt states
-
 def _step(episode: _Episode, task: Task, output: str | None):
-    "Step the episode's env with `output` (None: the unverified step-limit call) and record the row."
-    context = _context(task, episode.info)
+    "Step the episode's env with `output` (None: the unverified step-limit call) and record the row, with the family's context of the position (the hand; the route point, its correct action and the prompt's action space)."
+    context = task.family.step_context(episode.info)
     episode.obs, reward, terminated, truncated, episode.info = episode.env.step('' if output is None else output)
     verdict = episode.info['verdict']
     episode.rows.append({'sample_id': episode.index, 'veri_step': len(episode.rows), 'seed': episode.seed,
@@ -162,11 +142,8 @@ def _summary(episode: _Episode, task: Task, first: dict) -> dict:
     summary = {'sample_id': episode.index, 'seed': episode.seed, 'success': last['terminated'] and last['correct'],
                'steps': len(rows), 'verified_steps': len(verified), 'correct_steps': sum(r['correct'] for r in rows),
                'reward': sum(r['reward'] for r in rows), 'truncated': last['truncated']}
-    if task.env == 'points':
-        summary.update(cards=first['cards'], suits=first['suits'], numbers=list(episode.info['numbers']))
-    else:
-        summary.update(route_id=first['route_id'], rail_length=episode.info['rail_length'])
-    if task.env == 'points' and task.vision:
+    summary.update(task.family.episode_summary(episode.info, first))
+    if task.vision and task.family.recognition:
         errors = sum(r['category'] == 'INCORRECT_VISION' for r in verified)
         summary.update(vision_errors=errors, recognition=1 - errors / len(verified))
     return summary
@@ -258,37 +235,24 @@ def _mean(name: str, values: pd.Series, per: str) -> dict:
 
 def categories(task) -> tuple[str, ...]:
     "The verdict categories of a task's verifier (the official reward-table names)."
-    return (*REWARDS, AGGREGATED_ERROR) if get_task(task).env == 'points' else tuple(REWARD_FN_VIRL)
+    return get_task(task).family.categories
 
 # %% ../nbs/09_evaluate.ipynb #12de3dc3
-def action_space(absolute: bool) -> frozenset[str]:
-    "V-IRL's action space as its prompt states it: absolute (compass) or relative turns, `forward()` and `stop()`."
-    turns = ABSOLUTE_DIRECTIONS if absolute else RELATIVE_TURNS
-    return frozenset({'forward()', 'stop()', *(f'turn_direction({x})' for x in turns)})
-
 def follows_rule(task, answer: str, numbers=None, absolute: bool = True) -> bool:
     "Does `answer` follow the prompt's rule: GeneralPoints' `number` field equal to the hand's `numbers` (any order), V-IRL's action in the action space?"
     if not isinstance(answer, str): return False
-    if get_task(task).env == 'nav': return (_route_answer(answer).action or '').strip() in action_space(absolute)
-    written = _points_answer(answer).numbers
-    if len(written) != len(numbers) or not all(n.isdigit() and len(n) <= 3 for n in written): return False
-    return sorted(map(int, written)) == sorted(map(int, numbers))
+    return get_task(task).family.follows_rule(answer, numbers, absolute)
 
 def _first_answers(steps: pd.DataFrame, task: Task) -> pd.DataFrame:
     "Each episode's first try (GeneralPoints), or the first try at each position (V-IRL)."
     tries = steps[steps.category != STEP_LIMIT.category]
-    return tries.sort_values(['sample_id', 'veri_step']).groupby(['sample_id'] + (['position'] if task.env == 'nav' else [])).head(1)
+    return tries.sort_values(['sample_id', 'veri_step']).groupby(list(task.family.position_keys)).head(1)
 
 def rule_validity(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> tuple[int, int] | None:
     "(first answers that follow the stated rule, first answers) of an evaluation; None when its rows lack what it needs."
     task = get_task(task)
-    needed = {'points': ('output', 'veri_step'), 'nav': ('output', 'veri_step', 'position', 'absolute')}[task.env]
-    if steps.empty or not set(needed) <= set(steps.columns) or (task.env == 'points' and 'numbers' not in episodes): return None
-    first = _first_answers(steps, task)
-    if task.env == 'nav': hits = [follows_rule(task, o, absolute=a) for o, a in zip(first.output, first.absolute)]
-    else:
-        numbers = dict(zip(episodes.sample_id, episodes.numbers))
-        hits = [follows_rule(task, o, numbers[i]) for o, i in zip(first.output, first.sample_id)]
+    if steps.empty or not set(task.family.rule_columns) <= {*steps.columns, *episodes.columns}: return None
+    hits = task.family.rule_hits(_first_answers(steps, task), episodes)
     return int(sum(hits)), len(hits)
 
 # %% ../nbs/09_evaluate.ipynb #385eac3e
@@ -303,7 +267,7 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
             _mean('mean_reward', counted['reward'] if n else pd.Series(dtype=float), 'step')]
     validity = rule_validity(steps, episodes, task)
     if validity is not None: rows.append(_rate('rule_validity', *validity, 'first answer'))
-    if task.env == 'points' and task.vision:
+    if task.vision and task.family.recognition:
         rows += [_rate('recognition_accuracy', (category != 'INCORRECT_VISION').sum(), n, 'step'),
                  _mean('recognition_per_episode', episodes['recognition'] if len(episodes) else pd.Series(dtype=float), 'episode')]
     names = list(categories(task)) + ([STEP_LIMIT.category] if count_step_limit else [])
@@ -330,7 +294,7 @@ def opening_key(task, obs: dict, info: dict) -> str:
     "An episode's first observation as a key: its prompt text and what its image is drawn from."
     task, shown = get_task(task), ''
     if task.vision:
-        shown = json.dumps([info['cards'], info['suits']] if task.env == 'points' else [info['route_id'], info['heading']])
+        shown = json.dumps(task.family.image_source(info))
     return obs['text'] + '\x00' + shown
 
 def openings(task, split: str, seeds: list[int], **env_kwargs) -> list[str]:
@@ -342,7 +306,7 @@ def prompt_overlap(task, split: str = 'id', n_eval: int = 200, n_train: int = 10
                    train_seed: int = 0, **env_kwargs) -> float:
     "Share of the `n_eval` evaluation episodes whose first observation (text and image) also opens one of `n_train` training episodes."
     task = get_task(task)
-    if task.vision: env_kwargs.setdefault('resolution', 64 if task.env == 'points' else 32)  # the key does not read pixels
+    if task.vision: env_kwargs.setdefault('resolution', task.family.key_resolution)  # the key does not read pixels
     trained = set(openings(task, 'train', training_seeds(train_seed, n_train), **env_kwargs))
     evaluated = openings(task, split, evaluation_seeds(seed, n_eval), **env_kwargs)
     return sum(o in trained for o in evaluated) / n_eval if n_eval else 0.0

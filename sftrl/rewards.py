@@ -6,14 +6,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from PIL import Image
 
 from .core import Verdict
-from .cards import CardRule
-from .nav import RailPoint, verify_step
-from .points import card_labels, verify
 from .tasks import TRAIN_SPLIT, evaluation_seeds, get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
@@ -24,26 +20,17 @@ __all__ = ['DATA_SOURCE_PREFIX', 'ground_truth', 'verdict', 'score_answer', 'exp
 def ground_truth(env, task) -> dict:
     "What the verifier of `task` needs to judge an answer at `env`'s current position, as JSON values."
     task = get_task(task)
-    if task.env == 'points':
-        return {'task': task.name, 'cards': card_labels(env.cards), 'rule': {k: int(v) for k, v in asdict(env.rule).items()},
-                'target': int(env.target), 'mode': env.mode}
-    point = {**asdict(env.point), 'geocode': [float(x) for x in env.point.geocode], 'heading': int(env.point.heading)}
-    return {'task': task.name, 'point': point, 'absolute_action': bool(env.absolute_action), 'mode': env.mode}
+    return {'task': task.name, **task.family.ground_truth(env)}
 
 # %% ../nbs/12_rewards.ipynb #a496a573
-_REQUIRED = {'points': ('cards', 'rule', 'target', 'mode'), 'nav': ('point', 'absolute_action', 'mode')}
-
 def _read_truth(truth) -> dict:
     "A ground truth given as a dict or as its JSON text, checked for the keys its task's verifier needs."
     if isinstance(truth, (str, bytes)): truth = json.loads(truth)
     if not isinstance(truth, dict) or 'task' not in truth:
         raise ValueError(f"a ground truth is a dict (or its JSON) with a 'task' key, as `ground_truth` writes it; got {truth!r:.200}")
-    missing = [k for k in _REQUIRED[get_task(truth['task']).env] if k not in truth]
+    missing = [k for k in get_task(truth['task']).family.truth_keys if k not in truth]
     if missing: raise ValueError(f"the ground truth of a {truth['task']} position lacks {missing}; got keys {sorted(truth)}")
     return truth
-
-def _rail_point(point: dict) -> RailPoint:
-    return RailPoint(**{**point, 'geocode': tuple(point['geocode'])})
 
 def verdict(answer, truth) -> Verdict:
     "The verifier's `Verdict` on `answer` (a str, or None for no answer) as the first try at the position `truth` describes."
@@ -51,9 +38,7 @@ def verdict(answer, truth) -> Verdict:
     if not isinstance(answer, str): raise TypeError(f"answer must be the model's text (str) or None, got {type(answer).__name__}")
     truth = _read_truth(truth)
     task = get_task(truth['task'])
-    if task.env == 'points':
-        return verify(answer, truth['cards'], CardRule(**truth['rule']), truth['target'], task.vision, truth['mode'])
-    return verify_step(answer, _rail_point(truth['point']), absolute_action=truth['absolute_action'], mode=truth['mode'])
+    return task.family.verify(answer, truth, task.vision)
 
 def score_answer(answer, entry: dict) -> float:
     "reasoning-gym's scoring signature: the verifier's reward for `answer` at the position whose ground truth is `entry['metadata']`."
