@@ -20,10 +20,10 @@ from .base import building
 from .base_vision import ResumingTrainer
 from .core import config_hash, write_folder_atomically
 from .ledger import checkpoint_name
-from .evaluate import TokenCount, counted_rl_flops, opening_key
+from .compute import TokenCount, counted_rl_flops, init_tokens
+from .evaluate import opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
-from .rl import init_tokens
 from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end, training_precision
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
 

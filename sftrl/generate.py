@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from transformers import AttentionInterface, LogitsProcessor, LogitsProcessorList
 
-from .evaluate import TokenCount, observation_digest
+from .compute import TokenCount
+from .evaluate import observation_digest
 from .models import IMAGE_TOKEN, Policy
 
 # %% auto #0

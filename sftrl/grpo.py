@@ -24,10 +24,10 @@ from trl import GRPOConfig, GRPOTrainer
 from .base import TRAINER_STATE, building, last_checkpoint, resume_training
 from .core import config_hash, cut_log, write_atomically
 from .ledger import checkpoint_name
-from .evaluate import TokenCount
+from .compute import TokenCount, init_tokens
 from .generate import RowSeededSampling, chat_messages, encode
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
-from .rl import PAPER_RL, init_tokens, rl_compute, training_episodes
+from .rl import PAPER_RL, rl_compute, training_episodes
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode
 
 # %% auto #0

@@ -25,7 +25,8 @@ from transformers import LogitsProcessorList
 from .base import building
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
-from .evaluate import TokenCount, counted_rl_flops, opening_key, rl_flops
+from .compute import TokenCount, counted_rl_flops, implied_lambda, init_tokens, rl_flops
+from .evaluate import opening_key
 from .sft import evaluation_openings, on_gpu
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
@@ -36,7 +37,7 @@ from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, m
 __all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic',
            'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout', 'training_episodes',
            'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'kl_probes', 'kl_to_init',
-           'init_tokens', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
+           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
            'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
@@ -585,11 +586,6 @@ def kl_to_init(actor_critic: ActorCritic, probes: dict[str, list[Turn]], tempera
     return kl
 
 # %% ../nbs/08_rl.ipynb #e0db6c3d
-def init_tokens(init: str) -> int:
-    "The tokens a checkpoint has trained on (D_init of the compute axis): its `compute.json`'s count, 0 without one (a base)."
-    path = Path(init) / 'compute.json'
-    return json.loads(path.read_text())['tokens'] if path.exists() else 0
-
 def rl_folder(run: RLRun, root='runs/rl') -> Path:
     "The run's folder, named by the hash of its config with `init` by its checkpoint name (the same on every machine)."
     return Path(root) / f"rl-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
@@ -616,7 +612,7 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
     return {'n_params': n_params, 'd_init': d_init, 'd_rl': totals['d_rl'], 'trained_tokens': trained.total,
             'rollout_tokens': rollouts.total, 'flops': flops,
             'paper_flops': rl_flops(n_params, d_init, totals['d_rl'], get_task(task).lam),
-            'implied_lambda': rollouts.total / max(totals['d_rl'], 1)}
+            'implied_lambda': implied_lambda(rollouts, totals['d_rl'])}
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
 def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):

@@ -21,7 +21,8 @@ from trl import SFTConfig, SFTTrainer
 from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
 from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
-from .evaluate import openings, opening_key, random_mistake_policy, sft_flops
+from .compute import sft_flops
+from .evaluate import openings, opening_key, random_mistake_policy
 from .models import Policy, count_parameters, load_policy
 from .base import BASE_PRESETS, TRAINER_STATE, building, pretrain_base, resume_training
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base

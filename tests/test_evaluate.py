@@ -1,7 +1,7 @@
 """Evaluation beyond the chapter: a fixed seed reproduces an evaluation whatever the batch size and n; an interrupted
 evaluation resumes to the uninterrupted rows (cut lines, crashes at any call, extending n); the metrics match hand
 counts and the official statistics; training and evaluation episodes are apart by construction and the GeneralPoints
-hand overlap is what the sampler gives; the FLOPs counters match hand counts on a tiny config."""
+hand overlap is what the sampler gives."""
 import json
 import math
 
@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from sftrl.core import STEP_LIMIT
-from sftrl.evaluate import (TokenCount, binomial_se, categories, constant_policy, count_tokens, counted_rl_flops,
-                            evaluate, gflops, implied_lambda, load_evaluation, observation_digest, oracle_policy,
-                            prompt_overlap, random_mistake_policy, read_log, rl_flops, sft_flops, summarize)
+from sftrl.evaluate import (binomial_se, categories, constant_policy, evaluate, load_evaluation, observation_digest,
+                            oracle_policy, prompt_overlap, random_mistake_policy, read_log, summarize)
 from sftrl.tasks import TASKS, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 SMALL = {'gp-vl': {'resolution': 96}, 'virl-vl': {'resolution': 48}}
@@ -318,33 +317,3 @@ def test_virl_overlap_is_zero():
     env = make_env('virl-l', 'id')
     assert not train_routes & {env.record(k)['route_id'] for k in range(len(env.routes))}
 
-
-# --- compute -----------------------------------------------------------------------------------------------------
-
-def test_flops_hand_count_on_a_tiny_config():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=100, hidden_size=8, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2,
-                         num_key_value_heads=1, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    head_dim = 8 // 2
-    per_layer = 8 * 8 + 2 * 8 * head_dim + 8 * 8 + 3 * 8 * 24 + 2 * 8      # q, k+v (1 kv head), o, mlp, 2 norms
-    n = 100 * 8 + 3 * per_layer + 8 + 8 * 100                               # embeddings, layers, final norm, lm head
-    assert sum(p.numel() for p in model.parameters()) == n
-    assert sft_flops(n, 10, 20) == 6 * n * 30
-    assert rl_flops(n, 10, 20, 5.1) == pytest.approx(6 * n * 30 + 2 * n * 5.1 * 20)
-    assert rl_flops(n, 10, 0, 6) == sft_flops(n, 10, 0)
-    assert gflops(sft_flops(10 ** 9, 1, 0)) == 6
-
-
-def test_token_counts():
-    batch = count_tokens([10, 12, 7], [3, 0, 5], image_tokens=[16, 16, 0])
-    assert batch == TokenCount(29, 32, 8) and batch.total == 69
-    assert count_tokens([], []) == TokenCount()
-    trained = batch + batch
-    assert implied_lambda(trained, batch) == 0.5 and math.isnan(implied_lambda(TokenCount(), batch))
-    assert counted_rl_flops(7, 100, trained, batch) == 6 * 7 * (100 + 138) + 2 * 7 * 69
-    # with D_RL = trained tokens and λ = the implied λ, the paper's formula is the counted one
-    assert rl_flops(7, 100, trained.total, implied_lambda(trained, batch)) == pytest.approx(counted_rl_flops(7, 100, trained, batch))
-    for bad in (lambda: count_tokens([1], [1, 2]), lambda: count_tokens([1, 2], [1, 2], image_tokens=[1]),
-                lambda: count_tokens([-1], [1])):
-        with pytest.raises(ValueError): bad()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import example, given, settings, strategies as st
 
-from sftrl.evaluate import TokenCount
+from sftrl.compute import TokenCount
 from sftrl.grpo import (feedback_ids, grpo_prompts, grpo_run, grpo_trainer, play_revisions, steps_per_update,
                         train_grpo)
 from sftrl.generate import encode

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from sftrl.models import build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from sftrl.rl import (PAPER_RL, RATIOS, RL_PRESETS, ActorCritic, Rollout, RLRun, Turn, ValueHead, gae, group_advantages, hidden_size,
                       ppo_loss, ppo_update, remember, rl_checkpoints, rl_log, rl_run, score, train_rl)
-from sftrl.evaluate import TokenCount
+from sftrl.compute import TokenCount
 
 
 @pytest.fixture(scope='module')

@@ -35,7 +35,7 @@ def test_score_reads_only_the_answer_tokens(policy):
 def test_virl_rollout_with_the_expert_succeeds_at_every_point(policy):
     def expert(policy, batch, temperature=0.0, seed=0, max_new_tokens=256):
         from sftrl.generate import Generation, encode
-        from sftrl.evaluate import TokenCount
+        from sftrl.compute import TokenCount
         texts = [oracle_answer('virl-l', {}, item['info']) for item in batch]
         prompts = [encode(policy, [item])['input_ids'][0].tolist() for item in batch]
         answers = [policy.tokenizer(t)['input_ids'] for t in texts]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sftrl.evaluate import TokenCount
+from sftrl.compute import TokenCount
 from sftrl.generate import Generation, encode, generate
 from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, task_texts
 from sftrl.rl import (ActorCritic, Turn, ValueHead, _forwarded, _observation, _remember_chains, chains, collect, hidden_size, remember, score, score_tokens,
