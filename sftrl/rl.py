@@ -34,11 +34,11 @@ from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_pol
 from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
-__all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead', 'ActorCritic',
-           'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout', 'training_episodes',
-           'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update', 'kl_probes', 'kl_to_init',
-           'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep',
-           'choose_learning_rate']
+__all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights',
+           'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
+           'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update',
+           'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints',
+           'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 ACTION_KEYS = {'points': '"formula":', 'nav': '"action":'}
@@ -475,6 +475,8 @@ class RLRun:
 # The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
 PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
 TINY_LEARNING_RATES = (1e-5, 3e-5, 1e-4)   # the tiny recipe's learning rate is chosen among these (`choose_learning_rate`)
+# The rates the rule chose, by task (sweeps from each task's Init: *Choosing the learning rate*); 3e-5 where none has run.
+TINY_CHOSEN_RATES = {'gp-l': 1e-5}
 RL_PRESETS = {
     'smoke': RLRun(max_new_tokens=48, ratio='token', temperature=1.0, ppo_epochs=2, accumulation=2, kl_probes=2),
     'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, accumulation=8, ppo_epochs=2, learning_rate=3e-5,
@@ -489,7 +491,9 @@ def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
     if preset == 'paper':
         settings['learning_rate'], settings['cosine_updates'], settings['updates'] = PAPER_RL[task.name]
     else:
-        if preset == 'tiny': settings['cosine_updates'] = PAPER_RL[task.name][1]   # the paper's decay period
+        if preset == 'tiny':
+            settings['cosine_updates'] = PAPER_RL[task.name][1]   # the paper's decay period
+            if task.name in TINY_CHOSEN_RATES: settings['learning_rate'] = TINY_CHOSEN_RATES[task.name]
         if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
     return replace(RL_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
 
