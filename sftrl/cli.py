@@ -67,7 +67,7 @@ def commit_base(size: str = 'tiny', vision: bool = False, rebuild: bool = False)
     from sftrl.base import BASE_PRESETS, base_cache, pretrain_base
     from sftrl.base_vision import VISION_BASE_PRESETS, pretrain_vision_base
     from sftrl.ledger import record_base
-    from sftrl.study import _fresh
+    from sftrl.driver import _fresh
     presets, build = (VISION_BASE_PRESETS, pretrain_vision_base) if vision else (BASE_PRESETS, pretrain_base)
     if size not in presets: raise ValueError(f"size must be one of {sorted(presets)}, got {size!r}")
     config, cache = presets[size], base_cache()
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))
         else:
-            from sftrl.study import ExperimentsFailed, reproduce
+            from sftrl.driver import ExperimentsFailed, reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
             try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
                            args.figures, jobs=args.jobs, fresh=args.fresh)

@@ -19,7 +19,7 @@ from sftrl.ledger import FRESH_ENV, LEDGER_ENV, REPOSITORY, _plain, committed_ba
 def _no_training(monkeypatch):
     "Training or loading a model fails the test: what follows must come from the ledger."
     def refuse(*args, **kwargs): raise AssertionError('trained or loaded a model: the ledger should have answered')
-    for target in ('sftrl.sft._train', 'sftrl.rl._train', 'sftrl.dpo._train', 'sftrl.study._load'):
+    for target in ('sftrl.sft._train', 'sftrl.rl._train', 'sftrl.dpo._train', 'sftrl.arms._load'):
         monkeypatch.setattr(target, refuse)
 
 
