@@ -11,7 +11,7 @@ from pathlib import Path
 from .tasks import PRESET_VERIFIERS, get_task
 
 # %% auto #0
-__all__ = ['STUDY_PRESETS', 'PAPER_EVAL_EPISODES', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root']
+__all__ = ['STUDY_PRESETS', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root']
 
 # %% ../nbs/04c_presets.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -37,13 +37,10 @@ def study_preset(preset) -> StudyPreset:
     if preset not in STUDY_PRESETS: raise ValueError(f"preset must be one of {list(STUDY_PRESETS)}, got {preset!r}")
     return STUDY_PRESETS[preset]
 
-PAPER_EVAL_EPISODES = {'points': 234, 'nav': 48}   # PAPER.md: GP 234 trajectories, V-IRL 48 (VLN mini: its 18 routes)
-
 def eval_episodes(preset, task, split: str) -> int:
-    "Episodes that evaluate one point of `task` on `split`: the preset's number, or for `paper` the paper's by task."
+    "Episodes that evaluate one point of `task` on `split`: the preset's number, or for `paper` the paper's (`TaskFamily.paper_eval_episodes`)."
     study, task = study_preset(preset), get_task(task)
-    if study.name != 'paper': return study.eval_episodes
-    return 18 if task.env == 'nav' and split == 'ood_visual' else PAPER_EVAL_EPISODES[task.env]
+    return task.family.paper_eval_episodes(split) if study.name == 'paper' else study.eval_episodes
 
 def runs_root(preset, root='runs') -> Path:
     "Where a preset's runs, evaluations and executed notebooks live."

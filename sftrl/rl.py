@@ -34,15 +34,13 @@ from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_pol
 from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
-__all__ = ['ACTION_KEYS', 'RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights',
-           'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
+__all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead',
+           'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
            'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update',
            'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints',
            'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
-ACTION_KEYS = {'points': '"formula":', 'nav': '"action":'}
-
 def action_weights(tokenizer, answer_ids: list[int], key: str, thought_weight: float = 0.5,
                    skip_first: int = 0) -> list[float]:
     "The weight of each answer token in the turn's log-probability: `thought_weight` before the last `key`, 1 from it on."
@@ -332,7 +330,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         out, pixels, logprobs, values = _answer(policy, actor_critic, generator, batch, [kept[i] for i in live], temperature,
                                                 hash((seed, round_)) % 2**63, max_new_tokens)
         tokens, round_ = tokens + out.tokens, round_ + 1
-        new = [Turn(p, a, action_weights(tokenizer, a, ACTION_KEYS[task.env], thought_weight, skip_first), px, 0.0, 0.0, env=i)
+        new = [Turn(p, a, action_weights(tokenizer, a, task.family.action_key, thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, pixels)]
         if logprobs is not None: _keep_old(new, logprobs, values)
         for turn, text in zip(new, out.texts):
@@ -576,7 +574,7 @@ def kl_probes(policy: Policy, value_head, run: RLRun) -> dict[str, list[Turn]]:
         batch = [_observation(task, *start_episode(env, task, split, s, index=k)) for k, s in enumerate(evaluation_seeds(0, run.kl_probes))]
         out = generate(policy, batch, run.temperature, seed=run.seed, max_new_tokens=run.max_new_tokens)
         probes[split] = remember(ActorCritic(policy.model, value_head), [
-            Turn(p, a, action_weights(policy.tokenizer, a, ACTION_KEYS[task.env], run.thought_weight, run.skip_first), px, 0.0, 0.0)
+            Turn(p, a, action_weights(policy.tokenizer, a, task.family.action_key, run.thought_weight, run.skip_first), px, 0.0, 0.0)
             for p, a, px in zip(out.prompt_ids, out.answer_ids, _pixel_rows(policy, batch))], run.temperature, policy.tokenizer.pad_token_id)
     return probes
 

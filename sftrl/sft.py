@@ -40,8 +40,8 @@ EVALUATION_SEEDS = (0,)   # the evaluation seeds the experiments use
 def evaluation_openings(task, holdout: int = HOLDOUT, seeds=EVALUATION_SEEDS, **env_kwargs) -> set[str]:
     "The opening keys of the first `holdout` evaluation episodes of every split of `task`, for each seed."
     task = get_task(task)
-    if task.env == 'nav': return set()   # V-IRL trains and evaluates in different cities: no opening can repeat
-    if task.vision: env_kwargs = {**env_kwargs, 'resolution': 64}   # keys do not read pixels
+    if not task.family.openings_repeat: return set()   # V-IRL trains and evaluates in different cities
+    if task.vision: env_kwargs = {**env_kwargs, 'resolution': task.family.key_resolution}   # keys do not read pixels
     return {key for split in task.splits for seed in seeds
             for key in openings(task, split, evaluation_seeds(seed, holdout), **env_kwargs)}
 
@@ -129,9 +129,9 @@ def sft_run(preset: str, task, **overrides) -> SFTRun:
         settings['learning_rate'], settings['epochs'] = PAPER_SFT[task.name]
     else:
         if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
-        # V-IRL conversations are ~2.7x longer than GeneralPoints' (about 820 tokens to 300): the same tokens
-        if task.env == 'nav': settings['examples'] = max(1, round(run.examples * 3 / 8))
-    run = replace(run, **settings, **overrides)
+        # the same tokens for both families: V-IRL's conversations are longer (`TaskFamily.demonstration_share`)
+        settings['examples'] = max(1, round(run.examples * task.family.demonstration_share))
+    run = replace(run, **{**settings, **overrides})
     if not all(0 < f <= 1 for f in run.checkpoint_at):
         raise ValueError(f"checkpoint_at holds fractions of the run in (0, 1], got {run.checkpoint_at}")
     if run.trainable not in TRAINABLE: raise ValueError(f"trainable must be one of {TRAINABLE}, got {run.trainable!r}")
