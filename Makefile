@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce demo test slow test-site export clean-nbs readme bench docs base
+.PHONY: install reproduce figures demo test slow test-site export clean-nbs readme bench docs base
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/sftrl reproduce --preset $(or $(PRESET),tiny)
+
+# Redraw every committed figure as its CSV records it was drawn (preset, seeds, parameters), from the ledger: minutes, no training.
+figures: $(STAMP)
+	$(BIN)/sftrl reproduce --redraw
 
 # Rebuild the tiny text and vision bases and commit them to ledger/base/ (after a change to the base chapters;
 # about 20 and 60 min on 2 cores); `git add ledger` afterwards. A fresh clone finds them there instead of training.

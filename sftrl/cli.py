@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 from .points import GeneralPointsEnv, SPLITS
 
 # %% auto #0
-__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'demo', 'main']
+__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'demo', 'notebook_params', 'main']
 
 # %% ../nbs/20_cli.ipynb #76333af4
 def _answer(cards: list[str], numbers: list[int], formula: str) -> str:
@@ -123,6 +124,16 @@ def _train_parser(commands):
     t.add_argument("--root", default="runs", help="runs go to ROOT/PRESET/{sft,rl}/ (default: runs)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field of the run's config (repeatable)")
 
+def notebook_params(pairs: list[str]) -> dict:
+    "`KEY=VALUE` pairs as notebook parameters, each value a Python literal (read with `ast.literal_eval`, never run)."
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier(): raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        try: params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError): raise ValueError(f"--set {key}: {value!r} is not a Python literal (quote strings: {key}='\"...\"')") from None
+    return params
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `sftrl` command."
     parser = argparse.ArgumentParser(prog="sftrl", description="SFT Memorizes, RL Generalizes — reproduced as notebooks.")
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--figures", help="where the figures and their CSVs go (default: figures/; runs/smoke/figures for --preset smoke)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
     r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the local runs/ cache (delete runs/PRESET to retrain everything)")
+    r.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="params", help="a notebook parameter for every experiment run, a Python literal: --set tasks='[\"gp-l\"]' (use with --only)")
+    r.add_argument("--redraw", action="store_true", help="run again each experiment whose figure is in figures/ (or --figures), with the preset, seeds and parameters its CSV records: from the ledger, in minutes")
     _train_parser(commands)
     _ledger_parsers(commands)
     commands.add_parser("dry-run", help="check every shipped accelerate configuration against the paper's backbone (no GPU)")
@@ -156,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))
         else:
-            from sftrl.driver import ExperimentsFailed, reproduce
+            from sftrl.driver import ExperimentsFailed, redraw, reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+            if args.redraw: redraw(args.figures or "figures"); return 0
             try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
-                           args.figures, jobs=args.jobs, fresh=args.fresh)
+                           args.figures, jobs=args.jobs, fresh=args.fresh, params=notebook_params(args.params or []))
             except ExperimentsFailed as e:   # the others finished, and everything computed is kept
                 print(f"sftrl reproduce: {e}", file=sys.stderr); return 1
     except ValueError as e: parser.error(str(e))

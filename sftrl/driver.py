@@ -16,12 +16,13 @@ from pathlib import Path
 import seaborn as sns
 
 from .core import write_atomically
+from .figures import read_figure_csv
 from .ledger import FRESH_ENV, ledger_for, reading
 from .presets import runs_root, study_preset
 
 # %% auto #0
-__all__ = ['ROOT', 'EXPERIMENTS', 'experiment_folders', 'experiments', 'figures_folder', 'notebook_parameters',
-           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce']
+__all__ = ['ROOT', 'EXPERIMENTS', 'PARAMETERS', 'experiment_folders', 'experiments', 'figures_folder', 'notebook_parameters',
+           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce', 'redraw']
 
 # %% ../nbs/17_driver.ipynb #90ec784c
 ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -66,6 +67,15 @@ def check_parameters(name: str, params: dict, folder=None):
             raise ValueError(f"{name}: parameter {key} must be like its default {declared[key]!r} "
                              f"({type(declared[key]).__name__}), got {value!r} ({type(value).__name__})")
 
+PARAMETERS = '# parameters: '   # the line of a figure's CSV that holds the notebook parameters it was drawn with
+
+def _stamp_parameters(csv: Path, params: dict, since: float):
+    "Record in the figure's CSV, if this run wrote it, the parameters beyond preset and seeds it was drawn with (`redraw` reads them)."
+    if not csv.exists() or csv.stat().st_mtime < since: return
+    lines = [l for l in csv.read_text().splitlines(keepends=True) if not l.startswith(PARAMETERS)]
+    at = next((i for i, l in enumerate(lines) if not l.startswith('# ')), len(lines))
+    write_atomically(csv, ''.join(lines[:at] + [PARAMETERS + json.dumps(params, sort_keys=True) + '\n'] + lines[at:]))
+
 def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None, **params) -> Path:
     "Execute experiment `name` with papermill (figures into `figures_dir`, by default `figures_folder(preset, root)`); the executed notebook's path."
     import papermill
@@ -81,6 +91,7 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
     papermill.execute_notebook(str(source), str(out), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
                                parameters={'preset': study.name, 'seeds': seeds, 'figures_dir': str(Path(figures_dir).resolve()),
                                            'root': str(Path(root).resolve()), **params})
+    _stamp_parameters(Path(figures_dir) / f'{name}.csv', params, started)
     write_atomically(out.with_suffix('.done'), json.dumps({'wall_seconds': round(time.time() - started, 1), 'seeds': seeds}))
     return out
 
@@ -99,10 +110,11 @@ def _fresh(on: bool):
         elif on: os.environ[FRESH_ENV] = before
 
 def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir=None, root='runs',
-              folder=None, log=print, jobs: int = 1, fresh: bool = False) -> list[Path]:
+              folder=None, log=print, jobs: int = 1, fresh: bool = False, params: dict | None = None) -> list[Path]:
     """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`.
     Figures go to `figures_dir`, by default `figures/` (`runs/smoke/figures` for the smoke preset). Finished runs and
-    evaluations come from the ledger (`sftrl.ledger`) unless `fresh`, which recomputes everything and reruns every notebook."""
+    evaluations come from the ledger (`sftrl.ledger`) unless `fresh`, which recomputes everything and reruns every notebook.
+    `params`: notebook parameters passed to every experiment run (each must declare them, e.g. `{'tasks': ['gp-l']}` with `only`)."""
     study, names = study_preset(preset), experiments(folder)
     if jobs < 1: raise ValueError(f"jobs must be >= 1, got {jobs}")
     if only:
@@ -124,7 +136,7 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
         left = sum(past[n] for n in todo[todo.index(name):] if n in past) / jobs   # what the reruns took last time
         log(f"[{k}/{len(names)}] {name} ({study.name}) — {time.time() - started:.0f} s elapsed"
             + (f", about {left:.0f} s left by earlier runs" if left else ''))
-        try: return run_experiment(name, study, seeds, figures_dir, root, folder)
+        try: return run_experiment(name, study, seeds, figures_dir, root, folder, **(params or {}))
         except Exception as e:
             log(f"[{k}/{len(names)}] {name} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
             return e
@@ -138,4 +150,18 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
     if failed:
         raise ExperimentsFailed(f"experiments {sorted(failed)} failed (executed copies in {runs_root(study, root) / 'notebooks'}); "
                            f"rerun reproduce to retry them: finished ones are skipped") from next(iter(failed.values()))
+    return outputs
+
+def redraw(figures_dir='figures', root='runs', folder=None, log=print) -> list[Path]:
+    "Run again every experiment whose figure is in `figures_dir`, with the preset, seeds and parameters its CSV records; finished runs and evaluations come from the ledger, so nothing is trained that was kept."
+    names, outputs = experiments(folder), []
+    for csv in sorted(Path(figures_dir).glob('*.csv')):
+        if csv.stem not in names: continue
+        _, meta = read_figure_csv(csv)
+        seeds, params = [int(s) for s in meta['seeds'].split()], json.loads(meta.get('parameters', '{}'))
+        started = time.time()
+        log(f"{csv.stem}: {meta['preset']} preset, seeds {seeds}" + (f", {params}" if params else ''))
+        outputs.append(run_experiment(csv.stem, meta['preset'], seeds, figures_dir, root, folder, **params))
+        log(f"{csv.stem}: redrawn in {time.time() - started:.0f} s")
+    if not outputs: log(f"no experiment's figure in {figures_dir}: nothing to redraw")
     return outputs
