@@ -31,7 +31,8 @@ setuptools.setup(
     keywords=cfg['keywords'],
     packages=setuptools.find_packages(include=['sftrl', 'sftrl.*']),
     include_package_data=True,
-    package_data={'sftrl': ['data/*', 'data/**/*']},
+    # the experiment notebooks (sftrl/experiments links to nbs/experiments): `sftrl reproduce` runs them from a wheel
+    package_data={'sftrl': ['data/*', 'data/**/*', 'experiments/*.ipynb']},
     python_requires=f">={cfg['min_python']}",
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'vllm': vllm_requirements},

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import seaborn as sns
 
+import sftrl
 from .core import write_atomically
 from .figures import read_figure_csv
 from .ledger import FRESH_ENV, ledger_for, reading
@@ -25,8 +26,13 @@ __all__ = ['ROOT', 'EXPERIMENTS', 'PARAMETERS', 'experiment_folders', 'experimen
            'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce', 'redraw']
 
 # %% ../nbs/17_driver.ipynb #90ec784c
-ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
-EXPERIMENTS = ROOT / 'nbs' / 'experiments'
+def _project_root() -> Path:
+    "The checkout sftrl runs from (its `figures/` and `runs/`), or the working directory where sftrl is installed from a wheel."
+    package = Path(sftrl.__file__).resolve().parent
+    return package.parent if (package.parent / 'settings.ini').exists() else Path.cwd()
+
+ROOT = _project_root()
+EXPERIMENTS = Path(sftrl.__file__).resolve().parent / 'experiments'   # nbs/experiments, shipped in the wheel as package data
 
 def experiment_folders(figures_dir=None, root=None) -> tuple[Path, Path]:
     "An experiment notebook's figures and runs folders (the repository's `figures/` and `runs/` when None); sets the plot theme."

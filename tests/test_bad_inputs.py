@@ -125,14 +125,14 @@ def test_a_cut_or_garbled_evaluation_file_is_read_without_the_bad_lines_and_resu
 
 
 @pytest.mark.parametrize('params,words', [
-    ({'learning_rates': '1e-6'}, ['learning_rates', "'1e-6'", '[1e-06, 2e-06, 5e-07]']),
-    ({'learning_rates': ['1e-6']}, ['learning_rates', "['1e-6']"]),
-    ({'lr': 1e-6}, ["'lr'", 'learning_rates']),
+    ({'budgets': '1'}, ['budgets', "'1'", '[1, 3, 5, 10]']),
+    ({'budgets': ['1']}, ['budgets', "['1']"]),
+    ({'budget': [1]}, ["'budget'", 'budgets']),
     ({'seeds': ['0']}, ['seeds', "['0']", '[0, 1]'])])
 def test_a_notebook_parameter_of_the_wrong_name_or_kind_fails_before_it_runs(params, words, tmp_path):
     with pytest.raises(ValueError) as error:
-        run_experiment('fig09_rl_without_sft', 'smoke', root=tmp_path / 'runs', figures_dir=tmp_path / 'figures', **params)
+        run_experiment('fig10_verification_budget', 'smoke', root=tmp_path / 'runs', figures_dir=tmp_path / 'figures', **params)
     message = str(error.value)
     assert '\n' not in message and all(word in message for word in words), message
     assert not list(tmp_path.iterdir())                                        # nothing started, nothing written
-    check_parameters('fig09_rl_without_sft', {'seeds': [0], 'learning_rates': [1e-6, 2]})   # ints where floats go are fine
+    check_parameters('fig15_suboptimal_sft', {'seeds': [0], 'mistake_rate': 1})   # ints where floats go are fine
