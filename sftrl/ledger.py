@@ -5,8 +5,10 @@
 # %% ../nbs/04a_ledger.ipynb #a7af08a6
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -60,6 +62,23 @@ def checkpoint_name(path) -> str:
     if (p / 'config.json').is_file(): return f"{p.name}@{hashlib.sha256((p / 'config.json').read_bytes()).hexdigest()[:12]}"
     return p.name if p.is_absolute() else text
 
+# %% ../nbs/04a_ledger.ipynb #f8840e4f
+def _read_whole(f) -> bytes:
+    "The bytes of ledger file `f` (a `.gz` file's content) once they read back whole; else a one-line error naming it and what to do."
+    f = Path(f)
+    try:
+        data = gzip.decompress(f.read_bytes()) if f.suffix == '.gz' else f.read_bytes()   # a cut gzip file fails its end check
+        kind = Path(f.name.removesuffix('.gz')).suffix
+        if kind == '.json': json.loads(data)
+        if kind in ('.jsonl', '.csv') and data and not data.endswith(b'\n'): raise EOFError('its last line is cut')
+        if kind == '.csv' and len({len(row) for row in csv.reader(io.StringIO(data.decode()))}) > 1: raise ValueError('rows of unequal length')
+        if kind == '.safetensors':
+            with safe_open(str(f), 'pt'): pass   # the header read, and checked against the file's length
+        return data
+    except Exception as e:
+        raise ValueError(f"ledger file {f} is corrupt or incomplete ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                         f"restore it (`git checkout -- {f}`) or delete it to compute that work again") from None
+
 # %% ../nbs/04a_ledger.ipynb #e9222529
 MAX_KEPT_MB = 40   # a kept checkpoint's weights in float16 (a tiny policy: 10-12 MB)
 SKIPPED = ('optimizer.pt', 'scheduler.pt', 'training_args.bin', 'trainer_state.json', 'compute.json')
@@ -95,6 +114,7 @@ def store_checkpoint(source, target) -> Path:
 def restore_checkpoint(source, target) -> Path:
     "Copy a kept checkpoint out of the ledger, its weights back in the dtype they were saved in."
     source, target = Path(source), Path(target)
+    for f in _model_files(source): _read_whole(f)   # a broken file restores nothing
     for f in _model_files(source):
         if f.suffix == '.safetensors': _write_weights(f, target / f.name, dtype='saved')
         else: _copy(f, target / f.name)
@@ -145,7 +165,9 @@ def restore_run(folder, preset: str) -> bool:
     folder = Path(folder)
     entry = _run_entry(folder, preset)
     if entry is None or not reading() or finished(folder) or not finished(entry): return False
-    for f in sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.')):
+    files = sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.'))
+    for f in files: _read_whole(f)   # a broken file restores nothing: a cut record would pass for a finished run
+    for f in files:
         target = folder / f.relative_to(entry)
         if f.suffix == '.safetensors': _write_weights(f, target, dtype='saved')
         else: _copy(f, target)
@@ -180,7 +202,7 @@ def restore_evaluation(path, preset: str) -> bool:
     "Write the ledger's log of the evaluation `path` there, unless the ledger has none or `path` holds as much already."
     entry, path = _evaluation_entry(path, preset), Path(path)
     if entry is None or not reading() or not entry.exists(): return False
-    data = gzip.decompress(entry.read_bytes())
+    data = _read_whole(entry)
     if path.exists() and path.stat().st_size >= len(data): return False
     write_atomically(path, data)
     return True
@@ -214,7 +236,7 @@ def restore_base(folder, config) -> bool:
         if stale: warnings.warn(f"the ledger holds {stale} but no base for this config ({entry.name}): it is trained now; "
                                 f"commit it with `sftrl base --rebuild` if the preset changed on purpose")
         return False
-    if json.loads((entry / 'base.json').read_text())['config'] != _plain(config):
+    if json.loads(_read_whole(entry / 'base.json'))['config'] != _plain(config):
         raise ValueError(f"the ledger's {entry.name} was built from another config than {config}: rebuild it (`sftrl base --rebuild`)")
     restore_checkpoint(entry / 'final', Path(folder) / 'final')
     if (entry / 'log.csv').exists(): _copy(entry / 'log.csv', Path(folder) / 'log.csv')
@@ -223,4 +245,4 @@ def restore_base(folder, config) -> bool:
 def committed_bases(root=None) -> list[dict]:
     "The bases in the ledger: each one's folder name and the config it was built from."
     base = Path(root or ledger_root() or REPOSITORY / 'ledger') / 'base'
-    return [{'name': p.parent.name, **json.loads(p.read_text())} for p in sorted(base.glob('*/base.json'))]
+    return [{'name': p.parent.name, **json.loads(_read_whole(p))} for p in sorted(base.glob('*/base.json'))]

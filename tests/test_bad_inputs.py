@@ -1,17 +1,22 @@
 """Bad configurations and broken files get clear errors (issue 22): an unknown task, split, preset, verifier, trainer
 arm or experiment is refused in one line that names it and what is allowed; a corrupt checkpoint is refused in one
 line that names its folder and deletes nothing; an evaluation file cut by a kill (a half-written last line, a
-garbled line) is read without that line and the evaluation resumes to the uninterrupted rows."""
+garbled line) is read without that line and the evaluation resumes to the uninterrupted rows; a ledger file cut short
+(a copy or a checkout killed half-way) is refused in one line that names it, and nothing is restored from it or lost."""
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sftrl.cli import main
+from sftrl.core import config_hash
 from sftrl.evaluate import evaluate, load_evaluation, random_mistake_policy, read_log
 from sftrl.dpo import dpo_run
 from sftrl.grpo import grpo_run
 from sftrl.launch import train
+from sftrl.ledger import keep_checkpoint, record_base, record_evaluation, record_run, restore_base, restore_evaluation, restore_run
 from sftrl.models import build_text_policy, build_tokenizer, load_policy, save_policy
 from sftrl.rl import rl_run
 from sftrl.sft import sft_run
@@ -74,7 +79,6 @@ def checkpoint(tmp_path_factory):
 
 
 def _broken(checkpoint, tmp_path, name, damage):
-    import shutil
     folder = tmp_path / name
     shutil.copytree(checkpoint, folder)
     damage(folder)
@@ -136,3 +140,64 @@ def test_a_notebook_parameter_of_the_wrong_name_or_kind_fails_before_it_runs(par
     assert '\n' not in message and all(word in message for word in words), message
     assert not list(tmp_path.iterdir())                                        # nothing started, nothing written
     check_parameters('fig15_suboptimal_sft', {'seeds': [0], 'mistake_rate': 1})   # ints where floats go are fine
+
+
+# --- a ledger file cut short ---------------------------------------------------------------------------------
+
+RUN = 'rl-gp-l-0123456789ab'
+EVALUATION = 'gp-l-id-0123456789ab.jsonl'
+
+
+@pytest.fixture
+def ledger(checkpoint, tmp_path, monkeypatch):
+    """A smoke ledger holding an evaluation, an RL run with a kept checkpoint, an SFT run and a base; here, the
+    evaluation's first episode and nothing else (the runs and the base cache are gone)."""
+    from sftrl.base import BaseConfig
+    monkeypatch.setenv('SFTRL_LEDGER', str(tmp_path / 'ledger'))
+    runs = tmp_path / 'runs' / 'smoke'
+    log = runs / 'eval' / EVALUATION
+    evaluate(random_mistake_policy('gp-l', p=0.5, seed=1), 'gp-l', 'id', n=4, out=log, progress=False)
+    record_evaluation(log, 'smoke', {'checkpoint': f'{RUN}/checkpoint-2'}, {})
+    rl, sft = runs / 'rl' / RUN, runs / 'sft' / 'sft-gp-l-smoke-0123456789ab'
+    shutil.copytree(checkpoint, rl / 'checkpoint-2')
+    (rl / 'run.json').write_text(json.dumps({'task': 'gp-l', 'init': str(checkpoint)}))
+    (rl / 'log.jsonl').write_text('{"update": 1, "mean_reward": -1.5}\n{"update": 2, "mean_reward": -1.0}\n')
+    (rl / 'done').write_text('')
+    keep_checkpoint(rl / 'checkpoint-2', 'smoke')                               # the run recorded, its Init's weights kept
+    sft.mkdir(parents=True)
+    (sft / 'run.json').write_text(json.dumps({'task': 'gp-l'})); (sft / 'log.csv').write_text('step,loss\n2,1.5\n4,1.25\n')
+    record_run(sft, 'smoke')
+    config = BaseConfig(max_steps=1)
+    base = tmp_path / 'cache' / f'base-smoke-{config_hash(config)}'
+    shutil.copytree(checkpoint, base / 'final')
+    record_base(base, config)
+    shutil.rmtree(tmp_path / 'cache'); shutil.rmtree(rl); shutil.rmtree(sft)
+    log.write_text(''.join(log.read_text().splitlines(keepends=True)[:3]))    # the header and the first episode
+    return tmp_path, {'evaluation': lambda: restore_evaluation(log, 'smoke'), 'RL run': lambda: restore_run(rl, 'smoke'),
+                      'SFT run': lambda: restore_run(sft, 'smoke'), 'base': lambda: restore_base(base, config)}
+
+
+def _contents(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('what,file', [
+    ('evaluation', f'smoke/eval/{EVALUATION}.gz'), ('RL run', f'smoke/rl/{RUN}/run.json'), ('RL run', f'smoke/rl/{RUN}/log.jsonl'),
+    ('RL run', f'smoke/rl/{RUN}/checkpoint-2/model.safetensors'), ('RL run', f'smoke/rl/{RUN}/checkpoint-2/tokenizer.json'),
+    ('SFT run', 'smoke/sft/sft-gp-l-smoke-0123456789ab/log.csv'), ('base', 'base/*/base.json'), ('base', 'base/*/final/model.safetensors')])
+def test_a_ledger_file_cut_short_is_refused_in_one_line_and_nothing_is_restored_or_lost(ledger, what, file):
+    tmp, restore = ledger
+    assert restore[what]() is True                                              # whole, the entry restores
+    shutil.rmtree(tmp / 'cache', ignore_errors=True); shutil.rmtree(tmp / 'runs' / 'smoke' / 'rl', ignore_errors=True)
+    shutil.rmtree(tmp / 'runs' / 'smoke' / 'sft', ignore_errors=True)
+    log = tmp / 'runs' / 'smoke' / 'eval' / EVALUATION
+    log.write_text(''.join(log.read_text().splitlines(keepends=True)[:3]))
+    cut = next((tmp / 'ledger').glob(file))
+    cut.write_bytes(cut.read_bytes()[:-3])                                      # the hardest cut: its last bytes lost
+    here, kept = _contents(tmp / 'runs'), _contents(tmp / 'ledger')
+    with pytest.raises(ValueError) as error:
+        restore[what]()
+    message = str(error.value)
+    assert '\n' not in message and f'ledger file {cut} is corrupt or incomplete' in message and 'git checkout' in message, message
+    assert _contents(tmp / 'runs') == here and not (tmp / 'cache').exists()    # nothing restored, the evaluation's episode kept
+    assert _contents(tmp / 'ledger') == kept                                    # nothing deleted
