@@ -196,11 +196,11 @@ def _entry(full: str, symbols: Symbols, module: str | None, explicit: set[str]) 
 
 def smoke_parameters() -> str:
     "The cell the site build runs after an experiment's `parameters` cell: what `run_experiment` passes for `smoke`."
-    from sftrl.study import study_preset
+    from sftrl.presets import study_preset
     seeds = list(range(study_preset('smoke').seeds))
     return '\n'.join([
         "# Injected by the site build, as `sftrl reproduce --preset smoke` injects it",
-        "from sftrl.study import ROOT",
+        "from sftrl.driver import ROOT",
         "preset = 'smoke'",
         f"seeds = {seeds!r}",
         "figures_dir = ROOT / '_build' / 'smoke-figures'   # not figures/: no result",
@@ -217,7 +217,7 @@ def study_figure(name: str, figures: Path) -> tuple[str, str] | None:
 
 def smoke_note(name: str, executed: bool, figure: tuple[str, str] | None, figures_link: str = '../../figures') -> str:
     "The note under an experiment page's title: where its outputs come from, and where the paper's numbers are."
-    from sftrl.study import study_preset
+    from sftrl.presets import study_preset
     smoke = study_preset('smoke')
     paper = ("This extension is not in the paper." if name.startswith('ext_')
              else "What the paper reports for this figure is in the paragraph above.")
@@ -287,7 +287,7 @@ def nbdev_to_myst(nb, symbols: Symbols, docname: str, toc: str | None, slow_flag
 
 def table_of_contents(nbs_path: Path, extra: list[str]) -> str:
     "The hidden toctrees of the home page: numbered notebooks in order, experiment notebooks, then `extra` pages."
-    def pages(folder, pattern):   # the paper's figures before the extensions (ext_*), as sftrl.study.experiments orders them
+    def pages(folder, pattern):   # the paper's figures before the extensions (ext_*), as sftrl.driver.experiments orders them
         found = sorted(folder.glob(pattern), key=lambda p: (p.stem.startswith('ext_'), p.stem))
         return [p.relative_to(nbs_path).with_suffix('').as_posix() for p in found]
     blocks = [('Chapters', pages(nbs_path, '[0-9]*.ipynb')), ('Experiments', pages(nbs_path / 'experiments', '[!_.]*.ipynb')),

@@ -24,8 +24,9 @@ from .compute import TokenCount, counted_rl_flops, init_tokens
 from .evaluate import opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
+from .presets import preset_run
 from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end, training_precision
-from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
+from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['DPO_PRESETS', 'Prompt', 'judge', 'training_prompts', 'sample_answers', 'preference_pairs', 'pairs_record', 'replay',
@@ -175,11 +176,8 @@ DPO_PRESETS = {
 }
 
 def dpo_run(preset: str, task, init: str = '', **overrides) -> DPORun:
-    "The `DPORun` of `task` under `preset` from checkpoint `init`, with `overrides`; off `paper`, images at the policy's size."
-    if preset not in DPO_PRESETS: raise ValueError(f"preset must be one of {list(DPO_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
-    if task.vision and preset != 'paper': settings['resolution'] = 64 if preset == 'smoke' else 224
-    return replace(DPO_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
+    "The `DPORun` of `task` under `preset` (`sftrl.presets.preset_run`) from checkpoint `init`, with `overrides`."
+    return preset_run(DPO_PRESETS, preset, task, init=str(init), **overrides)
 
 # %% ../nbs/11_dpo.ipynb #f437fb3c
 class DPOCompute(CheckpointCompute):

@@ -27,8 +27,9 @@ from .ledger import checkpoint_name
 from .compute import TokenCount, init_tokens
 from .generate import RowSeededSampling, chat_messages, encode
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
+from .presets import preset_run
 from .rl import PAPER_RL, rl_compute, training_episodes
-from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode
+from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode
 
 # %% auto #0
 __all__ = ['GRPO_PRESETS', 'prompt_key', 'grpo_prompts', 'feedback_ids', 'generate_ids', 'RevisionEpisode', 'play_revisions',
@@ -259,7 +260,9 @@ class GRPORun:
 GRPO_PRESETS = {
     'smoke': GRPORun(),
     'tiny': GRPORun(updates=12, prompts=16, generations=8, minibatch=16, epochs=4, learning_rate=1e-6, max_new_tokens=128, checkpoints=4),
-    'paper': GRPORun(prompts=32, generations=8, minibatch=8, max_new_tokens=512, gradient_checkpointing=True, checkpoints=5),
+    # shown with GP-L's learning rate and updates; `grpo_run` puts in each task's (PPO's: `sftrl.rl.PAPER_RL`)
+    'paper': GRPORun(prompts=32, generations=8, minibatch=8, max_new_tokens=512, gradient_checkpointing=True, checkpoints=5,
+                     learning_rate=PAPER_RL['gp-l'].learning_rate, updates=PAPER_RL['gp-l'].updates),
 }
 
 def _check(run: GRPORun) -> GRPORun:
@@ -270,12 +273,10 @@ def _check(run: GRPORun) -> GRPORun:
     return run
 
 def grpo_run(preset: str, task, init: str = '', **overrides) -> GRPORun:
-    "The `GRPORun` of `task` under `preset`, starting from `init`, with `overrides`."
-    if preset not in GRPO_PRESETS: raise ValueError(f"preset must be one of {list(GRPO_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
-    if preset == 'paper': settings['learning_rate'], _, settings['updates'] = PAPER_RL[task.name]
-    elif task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
-    return _check(replace(GRPO_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides}))
+    "The `GRPORun` of `task` under `preset` (`sftrl.presets.preset_run`), starting from `init`, with `overrides`; `paper` with PPO's rate and updates."
+    paper = PAPER_RL[get_task(task).name]
+    settings = {'learning_rate': paper.learning_rate, 'updates': paper.updates} if preset == 'paper' else {}
+    return _check(preset_run(GRPO_PRESETS, preset, task, init=str(init), **{**settings, **overrides}))
 
 # %% ../nbs/13_grpo.ipynb #774553e1
 def _viter(run: GRPORun) -> int:

@@ -5,13 +5,13 @@
 # %% ../nbs/04c_presets.ipynb #1eeefd51
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .tasks import PRESET_VERIFIERS, get_task
 
 # %% auto #0
-__all__ = ['STUDY_PRESETS', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root']
+__all__ = ['STUDY_PRESETS', 'POLICY_RESOLUTION', 'StudyPreset', 'study_preset', 'eval_episodes', 'runs_root', 'preset_run']
 
 # %% ../nbs/04c_presets.ipynb #0ccaf7e8
 @dataclass(frozen=True)
@@ -45,3 +45,14 @@ def eval_episodes(preset, task, split: str) -> int:
 def runs_root(preset, root='runs') -> Path:
     "Where a preset's runs, evaluations and executed notebooks live."
     return Path(root) / study_preset(preset).name
+
+# %% ../nbs/04c_presets.ipynb #2014a972
+POLICY_RESOLUTION = {'smoke': 64, 'tiny': 224}   # the image size of the preset's vision policy; `paper`: the paper's (None)
+
+def preset_run(presets: dict, preset: str, task, **settings):
+    "`presets[preset]` made `task`'s run: the preset's verifier, off `paper` its policy's image size, then `settings` (they win)."
+    if preset not in presets: raise ValueError(f"preset must be one of {list(presets)}, got {preset!r}")
+    task = get_task(task)
+    shared = {'task': task.name, 'verifier': PRESET_VERIFIERS[preset]}
+    if task.vision and preset in POLICY_RESOLUTION: shared['resolution'] = POLICY_RESOLUTION[preset]
+    return replace(presets[preset], **{**shared, **settings})

@@ -31,13 +31,14 @@ from .sft import evaluation_openings, on_gpu
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
-from .tasks import PRESET_VERIFIERS, env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
+from .presets import preset_run
+from .tasks import env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
 
 # %% auto #0
 __all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead',
            'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
-           'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'rl_run', 'ppo_update',
-           'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints',
+           'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'PaperRL', 'rl_run',
+           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints',
            'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
@@ -470,8 +471,15 @@ class RLRun:
         "Turns whose gradients make one optimizer step."
         return self.minibatch * self.accumulation
 
-# The official values per task (PAPER.md §3): learning rate, cosine T_max, updates.
-PAPER_RL = {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
+@dataclass(frozen=True)
+class PaperRL:
+    "The official RL values that differ by task (PAPER.md §3)."
+    learning_rate: float
+    cosine_updates: int   # the cosine period T_max
+    updates: int
+
+PAPER_RL = {'gp-l': PaperRL(1e-6, 100, 20), 'gp-vl': PaperRL(1e-6, 100, 20), 'virl-l': PaperRL(1e-6, 20, 15),
+            'virl-vl': PaperRL(1e-7, 20, 15)}
 TINY_LEARNING_RATES = (1e-5, 3e-5, 1e-4)   # the tiny recipe's learning rate is chosen among these (`choose_learning_rate`)
 # The rates the rule chose, by task (sweeps from each task's Init: *Choosing the learning rate*); 3e-5 where none has run.
 TINY_CHOSEN_RATES = {'gp-l': 1e-5}
@@ -479,21 +487,19 @@ RL_PRESETS = {
     'smoke': RLRun(max_new_tokens=48, ratio='token', temperature=1.0, ppo_epochs=2, accumulation=2, kl_probes=2),
     'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, accumulation=8, ppo_epochs=2, learning_rate=3e-5,
                   temperature=1.0, ratio='token', max_new_tokens=128, checkpoints=4),
-    'paper': RLRun(steps=256, n_envs=32, minibatch=1, accumulation=128, official_budget=True, max_grad_norm=0.01, max_new_tokens=512, skip_first=2, checkpoints=5),
+    # shown with GP-L's learning rate, cosine period and updates; `rl_run` puts in each task's (`PAPER_RL`)
+    'paper': RLRun(steps=256, n_envs=32, minibatch=1, accumulation=128, official_budget=True, max_grad_norm=0.01, max_new_tokens=512,
+                   skip_first=2, checkpoints=5, **asdict(PAPER_RL['gp-l'])),
 }
 
 def rl_run(preset: str, task, init: str = '', **overrides) -> RLRun:
-    "The `RLRun` of `task` under `preset`, starting from `init`, with `overrides`."
-    if preset not in RL_PRESETS: raise ValueError(f"preset must be one of {list(RL_PRESETS)}, got {preset!r}")
-    task, settings = get_task(task), {'verifier': PRESET_VERIFIERS[preset]}
-    if preset == 'paper':
-        settings['learning_rate'], settings['cosine_updates'], settings['updates'] = PAPER_RL[task.name]
-    else:
-        if preset == 'tiny':
-            settings['cosine_updates'] = PAPER_RL[task.name][1]   # the paper's decay period
-            if task.name in TINY_CHOSEN_RATES: settings['learning_rate'] = TINY_CHOSEN_RATES[task.name]
-        if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
-    return replace(RL_PRESETS[preset], task=task.name, init=str(init), **{**settings, **overrides})
+    "The `RLRun` of `task` under `preset` (`sftrl.presets.preset_run`), starting from `init`, with `overrides`; `paper` with the task's values."
+    task, settings = get_task(task), {}
+    if preset == 'paper': settings = asdict(PAPER_RL[task.name])
+    elif preset == 'tiny':
+        settings['cosine_updates'] = PAPER_RL[task.name].cosine_updates   # the paper's decay period
+        if task.name in TINY_CHOSEN_RATES: settings['learning_rate'] = TINY_CHOSEN_RATES[task.name]
+    return preset_run(RL_PRESETS, preset, task, init=str(init), **{**settings, **overrides})
 
 # %% ../nbs/08_rl.ipynb #575b9c0e
 def _minibatches(turns: list[Turn], size: int, accumulation: int, rng: np.random.Generator, packed: bool = False) -> list[np.ndarray]:

@@ -20,18 +20,19 @@ from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
-from .tasks import PRESET_VERIFIERS, env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
+from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
 from .compute import sft_flops
 from .evaluate import openings, opening_key, random_mistake_policy
 from .models import Policy, count_parameters, load_policy
+from .presets import preset_run
 from .base import BASE_PRESETS, TRAINER_STATE, building, pretrain_base, resume_training
 from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
 
 # %% auto #0
 __all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'PRECISIONS',
-           'evaluation_openings', 'demonstration_episode', 'demonstrations', 'SFTRun', 'sft_run', 'set_trainable',
-           'CheckpointCompute', 'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu', 'optimizer_steps',
-           'training_precision', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
+           'evaluation_openings', 'demonstration_episode', 'demonstrations', 'SFTRun', 'PaperSFT', 'sft_run',
+           'set_trainable', 'CheckpointCompute', 'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu',
+           'optimizer_steps', 'training_precision', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -108,30 +109,32 @@ class SFTRun:
     seed: int = 0
     verifier: str = 'exact'         # the verifier's mode, 'exact' or 'official' (the preset's: sftrl.tasks.PRESET_VERIFIERS)
 
-# The official learning rates and epochs (PAPER.md §3), by task.
 # The tiny study's checkpoints, on a log scale of the run: an early Init exists, and SFT's curve is seen whole.
 LOG_SPACED = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
-PAPER_SFT = {'gp-l': (1e-6, 1), 'gp-vl': (5e-7, 1), 'virl-l': (1e-6, 1), 'virl-vl': (5e-7, 5)}
+
+@dataclass(frozen=True)
+class PaperSFT:
+    "The official SFT values that differ by task (PAPER.md §3)."
+    learning_rate: float
+    epochs: int
+
+PAPER_SFT = {'gp-l': PaperSFT(1e-6, 1), 'gp-vl': PaperSFT(5e-7, 1), 'virl-l': PaperSFT(1e-6, 1), 'virl-vl': PaperSFT(5e-7, 5)}
 SFT_PRESETS = {
     'smoke': SFTRun(examples=48, batch_size=8, learning_rate=1e-3, checkpoints=2),
     'tiny': SFTRun(size='tiny', examples=8000, epochs=1, batch_size=16, learning_rate=5e-4, checkpoints=8,
                    checkpoint_at=LOG_SPACED),
     # the official batch: 16 per GPU on 8 GPUs, no accumulation (on fewer GPUs, --set gradient_accumulation=8/GPUs keeps 128)
-    'paper': SFTRun(size='paper', examples=10000, batch_size=16, checkpoints=10),
+    # shown with GP-L's learning rate and epochs; `sft_run` puts in each task's (`PAPER_SFT`)
+    'paper': SFTRun(size='paper', examples=10000, batch_size=16, checkpoints=10, **asdict(PAPER_SFT['gp-l'])),
 }
 
 def sft_run(preset: str, task, **overrides) -> SFTRun:
-    "The `SFTRun` of `task` under `preset`, with `overrides`; vision tasks render at the policy's image size off `paper`."
-    if preset not in SFT_PRESETS: raise ValueError(f"preset must be one of {list(SFT_PRESETS)}, got {preset!r}")
-    task, run = get_task(task), SFT_PRESETS[preset]
-    settings = {'task': task.name, 'verifier': PRESET_VERIFIERS[preset]}
-    if preset == 'paper':
-        settings['learning_rate'], settings['epochs'] = PAPER_SFT[task.name]
-    else:
-        if task.vision: settings['resolution'] = 64 if preset == 'smoke' else 224
-        # the same tokens for both families: V-IRL's conversations are longer (`TaskFamily.demonstration_share`)
-        settings['examples'] = max(1, round(run.examples * task.family.demonstration_share))
-    run = replace(run, **{**settings, **overrides})
+    "The `SFTRun` of `task` under `preset` (`sftrl.presets.preset_run`), with `overrides`; `paper` with the task's learning rate and epochs."
+    task, run = get_task(task), preset_run(SFT_PRESETS, preset, task)
+    if preset == 'paper': run = replace(run, **asdict(PAPER_SFT[task.name]))
+    # the same tokens for both families: V-IRL's conversations are longer (`TaskFamily.demonstration_share`)
+    else: run = replace(run, examples=max(1, round(run.examples * task.family.demonstration_share)))
+    run = replace(run, **overrides)
     if not all(0 < f <= 1 for f in run.checkpoint_at):
         raise ValueError(f"checkpoint_at holds fractions of the run in (0, 1], got {run.checkpoint_at}")
     if run.trainable not in TRAINABLE: raise ValueError(f"trainable must be one of {TRAINABLE}, got {run.trainable!r}")

@@ -1,6 +1,7 @@
 "PPO beyond the chapter: GAE against a per-episode reference, the loss against the textbook, one update's direction, logs, options."
 import json
 import math
+from dataclasses import astuple, replace
 
 import numpy as np
 import pytest
@@ -243,23 +244,27 @@ OFFICIAL_PPO = dict(steps=256, minibatch=1, accumulation=128, ppo_epochs=4, gamm
 
 def test_the_paper_preset_keeps_the_official_ppo_values():
     "PAPER.md §3: the official PPO settings, and the per-task learning rate, cosine period and updates (PAPER_RL)."
-    assert PAPER_RL == {'gp-l': (1e-6, 100, 20), 'gp-vl': (1e-6, 100, 20), 'virl-l': (1e-6, 20, 15), 'virl-vl': (1e-7, 20, 15)}
-    for task, (learning_rate, cosine_updates, updates) in PAPER_RL.items():
+    from sftrl.rl import PaperRL
+    assert PAPER_RL == {'gp-l': PaperRL(1e-6, 100, 20), 'gp-vl': PaperRL(1e-6, 100, 20), 'virl-l': PaperRL(1e-6, 20, 15),
+                        'virl-vl': PaperRL(1e-7, 20, 15)}
+    for task, paper in PAPER_RL.items():
         run = rl_run('paper', task, init='x')
         assert {k: getattr(run, k) for k in OFFICIAL_PPO} == OFFICIAL_PPO, task
-        assert (run.learning_rate, run.cosine_updates, run.updates, run.verifier) == (learning_rate, cosine_updates, updates, 'official')
+        assert (run.learning_rate, run.cosine_updates, run.updates, run.verifier) == (*astuple(paper), 'official')
     assert {k: getattr(RL_PRESETS['paper'], k) for k in OFFICIAL_PPO} == OFFICIAL_PPO
+    # the preset shows what it runs: GeneralPoints' learning rate, cosine period and updates
+    assert rl_run('paper', 'gp-l', init='x') == replace(RL_PRESETS['paper'], task='gp-l', init='x', verifier='official')
 
 
 def test_the_tiny_preset_is_the_documented_recipe():
-    from sftrl.rl import TINY_LEARNING_RATES
+    from sftrl.rl import TINY_CHOSEN_RATES, TINY_LEARNING_RATES
     for task in PAPER_RL:
         run = rl_run('tiny', task, init='x')
         assert (run.ratio, run.temperature, run.ppo_epochs, run.thought_weight) == ('token', 1.0, 2, 0.5)
         assert run.turns_per_step >= 128 and run.steps % run.turns_per_step == 0 and run.updates * run.steps >= 3000
-        assert TINY_LEARNING_RATES == (1e-5, 3e-5, 1e-4) and run.learning_rate == 3e-5
+        assert TINY_LEARNING_RATES == (1e-5, 3e-5, 1e-4) and run.learning_rate == TINY_CHOSEN_RATES.get(task, 3e-5)   # the rule's, or 3e-5
         assert (run.gamma, run.lam, run.clip, run.kl_coef, run.group_size) == (0.9, 0.95, 0.1, 0.0, None)
-        assert run.cosine_updates == PAPER_RL[task][1]
+        assert run.cosine_updates == PAPER_RL[task].cosine_updates
 
 
 def test_bad_options_say_what_to_choose():
