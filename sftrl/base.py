@@ -29,7 +29,7 @@ from .core import config_hash, write_atomically
 from .ledger import restore_base
 from .models import ROLE_TOKENS, Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from .nav import relative_turn
-from .points import evaluate
+from .points import formula_value
 
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'INSTRUCTION_SYMBOLS', 'PROBE_SYMBOLS', 'INSTRUCTION_KEYS', 'ECHO_KEYS', 'CHOICE_KEYS',
@@ -64,7 +64,7 @@ def arithmetic_doc(rng) -> str:
     lines = []
     for _ in range(int(rng.integers(3, 7))):
         expr = _expression(rng, int(rng.integers(2, 5)))
-        value = evaluate(expr)
+        value = formula_value(expr)
         lines.append(f"{expr} = {_number(value)}" if value is not None else f"{expr} has no value: it divides by zero.")
     return "\n".join(lines)
 
@@ -527,7 +527,7 @@ def _probe_items(kind: str, rng, n: int) -> list[tuple[str, set[str]]]:
 
 def _reached(completion: str, target: int) -> bool:
     found = re.search(r"Yes: ([0-9+\-*/() ]+) = (\d+)\.", completion)
-    return bool(found) and int(found.group(2)) == target and evaluate(found.group(1).replace(' ', '')) == target
+    return bool(found) and int(found.group(2)) == target and formula_value(found.group(1).replace(' ', '')) == target
 
 def probe_base(policy: Policy, n: int = 100, seed: int = 12345) -> pd.DataFrame:
     "Accuracy of the base on held-out probes (seeded apart from the corpus), one row per skill."

@@ -13,22 +13,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from .points import GeneralPointsEnv, SPLITS
+from .points import GeneralPointsEnv, SPLITS, points_answer
 
 # %% auto #0
 __all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'demo', 'notebook_params', 'main']
 
 # %% ../nbs/20_cli.ipynb #76333af4
-def _answer(cards: list[str], numbers: list[int], formula: str) -> str:
-    return json.dumps({"cards": cards, "number": numbers, "formula": formula})
-
 def scripted_answers(info: dict) -> list[str]:
     "Three answers to a dealt hand: the cards' sum, a formula with a wrong number, the solver's solution."
     cards, numbers = info["cards"], info["numbers"]
     wrong = [numbers[0] + 1] + numbers[1:]
-    return [_answer(cards, numbers, "+".join(map(str, numbers))),
-            _answer(cards, numbers, "+".join(map(str, wrong))),
-            _answer(cards, numbers, info["solution"])]
+    return [points_answer(cards, numbers, "+".join(map(str, numbers)), target=None),
+            points_answer(cards, numbers, "+".join(map(str, wrong)), target=None),
+            points_answer(cards, numbers, info["solution"], target=None)]
 
 # %% ../nbs/20_cli.ipynb #a5a6c062
 def play_episode(env, answers: list[str], seed: int = 0) -> tuple[dict, list[dict]]:

@@ -24,8 +24,8 @@ from .cards import DEFAULT_STYLE, ID_RULE, OOD_RULE, Card, CardRule, deal_hand, 
 # %% auto #0
 __all__ = ['REWARDS', 'AGGREGATED_ERROR', 'GP_L_PROMPT', 'GP_VL_PROMPT', 'MODES', 'OPERATORS', 'MAX_DEPTH', 'SPLITS',
            'category_of', 'face_card_msg', 'card_labels', 'general_points_prompt', 'Answer', 'parse_answer', 'tokenize',
-           'grammar_errors', 'number_errors', 'evaluate', 'verify', 'split_settings', 'GeneralPointsEnv',
-           'render_image']
+           'grammar_errors', 'number_errors', 'formula_value', 'verify', 'points_answer', 'split_settings',
+           'GeneralPointsEnv', 'render_image']
 
 # %% ../nbs/02_points.ipynb #7caa357b
 REWARDS = {'CORRECT_SOLUTION': 5, 'PARTIAL_SOLUTION': 1, 'NO_SOLUTION': -1,
@@ -292,7 +292,7 @@ def _value(formula: str, shape: str, mode: str):
     try: return _calculate(tokens, number)
     except ArithmeticError: return None
 
-def evaluate(formula: str, mode: str = 'exact'):
+def formula_value(formula: str, mode: str = 'exact'):
     "Value of a formula string (Fraction, or int/float as Python's `eval` in `official`); None if it has none."
     _check_mode(mode)
     shape = _shape(formula, mode) if len(formula) <= MAX_ANSWER_CHARS else None
@@ -356,6 +356,13 @@ def verify(text: str, cards, rule: CardRule = ID_RULE, target: int = 24, vision:
         feedback = "you recognized wrong cards" + ('' if mode == 'official' else '.')
         return Verdict(float(REWARDS['INCORRECT_VISION']), 'INCORRECT_VISION', feedback)
     return _judge_formula(answer.formula, [rule.value(l) for l in labels], target, mode, solutions)
+
+# %% ../nbs/02_points.ipynb #a7e10002
+def points_answer(cards, numbers, formula: str, target: int | None = 24) -> str:
+    "A GeneralPoints answer in the paper's format (the official response template), the formula written `formula=target` (as given if `target` is None)."
+    written = formula if target is None else f"{formula}={target}"
+    return ('\n{\n  "cards": ' + str(list(cards)) + ',\n  "number": ' + str(list(numbers)) +
+            ',\n  "formula": "' + written + '",\n}')
 
 # %% ../nbs/02_points.ipynb #d969acef
 SPLITS = {

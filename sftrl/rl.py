@@ -619,7 +619,7 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
     flops = counted_rl_flops(n_params, d_init, trained, rollouts)
     return {'n_params': n_params, 'd_init': d_init, 'd_rl': totals['d_rl'], 'trained_tokens': trained.total,
             'rollout_tokens': rollouts.total, 'flops': flops,
-            'paper_flops': rl_flops(n_params, d_init, totals['d_rl'], get_task(task).lam),
+            'paper_flops': rl_flops(n_params, d_init, totals['d_rl'], get_task(task).compute_lambda),
             'implied_lambda': implied_lambda(rollouts, totals['d_rl'])}
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2

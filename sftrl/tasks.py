@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 
 from .core import Verdict, episode_seeds
 from .cards import CardRule, solve
-from .points import AGGREGATED_ERROR, GP_L_PROMPT, GP_VL_PROMPT, REWARDS, GeneralPointsEnv, card_labels
+from .points import (AGGREGATED_ERROR, GP_L_PROMPT, GP_VL_PROMPT, REWARDS, GeneralPointsEnv, card_labels, formula_value,
+                          points_answer)
 from .points import MODES as _POINTS_MODES
-from .points import evaluate as formula_value
 from .points import parse_answer as _parse_points
 from .points import verify as _verify_points
 from .nav import ABSOLUTE_DIRECTIONS, ACTION_SPACES, Q_VIRL_L, Q_VIRL_VL, RELATIVE_TURNS, REWARD_FN_VIRL
@@ -25,7 +25,7 @@ from .nav import verify_step as _verify_route
 __all__ = ['TRAIN_SPLIT', 'EVAL_SPLITS', 'TASKS', 'GENERAL_POINTS', 'VIRL', 'FAMILIES', 'VERIFIER_MODES', 'PRESET_VERIFIERS',
            'TRAINING_SEED_OFFSET', 'Task', 'get_task', 'TaskFamily', 'GeneralPointsFamily', 'action_space',
            'NavigationFamily', 'make_env', 'verifier_mode', 'env_settings', 'evaluation_seeds', 'training_seeds',
-           'start_episode', 'points_answer', 'expert_formula', 'oracle_answer']
+           'start_episode', 'expert_formula', 'oracle_answer']
 
 # %% ../nbs/03_tasks.ipynb #1c0e55f9
 TRAIN_SPLIT = 'train'
@@ -41,7 +41,7 @@ class Task:
     splits: tuple[str, ...]     # evaluation splits
     viter: int                  # verified tries per position (official `verify_iter`)
     metric: str                 # what the paper plots: 'success' or 'per_step_accuracy'
-    lam: float                  # λ of App. C.3's RL compute
+    compute_lambda: float       # λ of App. C.3's RL compute, rollout to training tokens (not GAE's λ)
 
     @property
     def family(self) -> TaskFamily:
@@ -243,11 +243,6 @@ def start_episode(env, task, split: str, seed: int, index: int = 0):
     return env.reset(seed=seed, options=task.family.reset_options(env, split, index))
 
 # %% ../nbs/03_tasks.ipynb #04229681
-def points_answer(cards, numbers, formula: str, target: int = 24) -> str:
-    "A GeneralPoints answer in the paper's format (the official response template), the formula written `formula=target`."
-    return ('\n{\n  "cards": ' + str(list(cards)) + ',\n  "number": ' + str(list(numbers)) +
-            ',\n  "formula": "' + f"{formula}={target}" + '",\n}')
-
 def expert_formula(numbers, target: int = 24) -> str | None:
     "The solver's first formula (numbers in ascending order) that makes `target` exactly and in floating point (as the official `eval`), else its first; None if unsolvable."
     solutions = solve(sorted(numbers), target)

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from sftrl.base import (DOCUMENT_KINDS, base_corpus, search_doc, arithmetic_doc, rule_doc, random_rule, task_markers)
 from sftrl.cards import CardRule
-from sftrl.points import evaluate
+from sftrl.points import formula_value
 
 
 def test_corpus_is_deterministic_and_seed_dependent():
@@ -28,9 +28,9 @@ def test_every_arithmetic_line_is_exact(seed):
     for line in arithmetic_doc(np.random.default_rng(seed)).split('\n'):
         if ' = ' in line:
             expr, value = line.split(' = ')
-            assert evaluate(expr) == Fraction(value)
+            assert formula_value(expr) == Fraction(value)
         else:
-            assert evaluate(line.split(' has no value')[0]) is None
+            assert formula_value(line.split(' has no value')[0]) is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -43,7 +43,7 @@ def test_every_search_ends_truthfully(seed, target):
     found = re.search(r'(?:Yes|One way): (.+) = (\d+)\.$', last)
     if found:
         expr = found.group(1)
-        assert evaluate(expr) == goal
+        assert formula_value(expr) == goal
         assert sorted(int(n) for n in re.findall(r'\d+', expr)) == sorted(numbers)
     else:
         assert last == f'There is no way to make {goal}.'

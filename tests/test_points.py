@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sftrl.cards import ID_RULE, OOD_RULE, RANKS, SUIT_SETS, Card, deal_hand, solve
 from sftrl.core import Verdict
-from sftrl.points import (MAX_ANSWER_CHARS, MODES, REWARDS, GeneralPointsEnv, category_of, evaluate, grammar_errors,
+from sftrl.points import (MAX_ANSWER_CHARS, MODES, REWARDS, GeneralPointsEnv, category_of, formula_value, grammar_errors,
                           parse_answer, tokenize, verify)
 
 HAND = [Card('3', 'S'), Card('8', 'H'), Card('A', 'D'), Card('A', 'C')]   # numbers [3, 8, 1, 1]
@@ -85,7 +85,7 @@ def test_exact_and_official_agree_on_clean_formulas(formula):
     if quirky: return
     official, exact = (verify(_answer(formula), HAND, mode=m) for m in MODES)
     if exact.correct != official.correct:   # float rounding: the one intended difference
-        assert float(evaluate(formula)) == pytest.approx(evaluate(formula, 'official'))
+        assert float(formula_value(formula)) == pytest.approx(formula_value(formula, 'official'))
         return
     assert (official.reward, official.feedback) == (exact.reward, exact.feedback)
 
@@ -94,7 +94,7 @@ def test_exact_and_official_agree_on_clean_formulas(formula):
 @given(st.lists(st.sampled_from(list('123456789+-*/()') + ['10', '13']), min_size=1, max_size=15).map(''.join))
 def test_official_value_is_pythons_eval(formula):
     "Official mode computes with Python's own int/float operators in eval's order: the very same float."
-    value = evaluate(formula, 'official')
+    value = formula_value(formula, 'official')
     if value is None: return
     expected = eval(compile(formula, '<formula>', 'eval'), {'__builtins__': {}})   # digits, + - * / ( ) only; grammar-checked
     assert type(value) is type(expected) and value == expected
@@ -181,7 +181,7 @@ def test_every_solver_solution_is_correct(rule, face_card):
             text = _answer(solution + '=24', cards=str(labels))
             assert verify(text, hand, rule, vision=True).correct, solution
             official = verify(text, hand, rule, vision=True, mode='official')
-            if evaluate(solution, 'official') == 24: assert official.correct, solution
+            if formula_value(solution, 'official') == 24: assert official.correct, solution
             else: assert (official.reward, official.feedback) == (0.0, '.')   # float rounding, e.g. 8/(3-8/3)
 
 
@@ -207,7 +207,7 @@ def test_splits_follow_their_rules(split, vision, suits, rule, face):
         obs, info = env.reset(seed=seed)
         assert set(info['suits']) <= set(SUIT_SETS[suits])
         assert info['numbers'] == rule.values(info['cards'])
-        assert evaluate(info['solution']) == 24
+        assert formula_value(info['solution']) == 24
         if face: assert any(label in 'JQK' for label in info['cards'])
         assert ("'11', '12', and '13' respectively" in obs['text']) == (rule == OOD_RULE)
         assert ('image' in obs) == vision

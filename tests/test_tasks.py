@@ -36,7 +36,7 @@ def test_oracle_first_try_everywhere(task, split, mode):
 
 def test_registry_facts():
     assert [t.title for t in TASKS.values()] == ['GP-L', 'GP-VL', 'V-IRL-L', 'V-IRL-VL']
-    assert {t.name: (t.viter, t.metric, t.lam) for t in TASKS.values()} == {
+    assert {t.name: (t.viter, t.metric, t.compute_lambda) for t in TASKS.values()} == {
         'gp-l': (5, 'success', 6.0), 'gp-vl': (5, 'success', 6.0),
         'virl-l': (2, 'per_step_accuracy', 5.1), 'virl-vl': (2, 'per_step_accuracy', 5.1)}
     assert inspect.signature(GeneralPointsEnv).parameters['viter'].default == TASKS['gp-l'].viter
@@ -100,14 +100,14 @@ def test_points_oracle_format():
 def test_expert_formula_is_float_exact_whenever_possible():
     from itertools import combinations_with_replacement
     from sftrl.cards import solve
-    from sftrl.points import evaluate
+    from sftrl.points import formula_value
     from sftrl.tasks import expert_formula
     inexact = []
     for hand in combinations_with_replacement(range(1, 14), 4):
         formula = expert_formula(hand)
         if formula is None: assert not solve(list(hand)); continue
-        assert evaluate(formula) == 24
-        if evaluate(formula, 'official') != 24: inexact.append(hand)
+        assert formula_value(formula) == 24
+        if formula_value(formula, 'official') != 24: inexact.append(hand)
     assert inexact == [(3, 3, 8, 8)]
 
 
