@@ -17,7 +17,6 @@ import seaborn as sns
 
 import sftrl
 from .core import write_atomically
-from .figures import read_figure_csv
 from .ledger import FRESH_ENV, ledger_for, reading
 from .presets import runs_root, study_preset
 
@@ -160,6 +159,7 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
 
 def redraw(figures_dir='figures', root='runs', folder=None, log=print) -> list[Path]:
     "Run again every experiment whose figure is in `figures_dir`, with the preset, seeds and parameters its CSV records; finished runs and evaluations come from the ledger, so nothing is trained that was kept."
+    from sftrl.figures import read_figure_csv   # here: `sftrl reproduce` itself loads no trainer (the notebooks' kernels do)
     names, outputs = experiments(folder), []
     for csv in sorted(Path(figures_dir).glob('*.csv')):
         if csv.stem not in names: continue
