@@ -324,9 +324,8 @@ def base_corpus(n: int, seed: int = 0, mixture: dict | None = None) -> list[str]
 def task_markers() -> list[str]:
     "Strings that only the tasks' prompts, answers and feedback contain."
     from sftrl.core import FEEDBACK_PREFIX
-    from sftrl.nav import Q_VIRL_L, Q_VIRL_VL
-    from sftrl.points import GP_L_PROMPT, GP_VL_PROMPT
-    lines = {l.strip() for p in (GP_L_PROMPT, GP_VL_PROMPT, Q_VIRL_L, Q_VIRL_VL) for l in p.split('\n')}
+    from sftrl.tasks import FAMILIES
+    lines = {l.strip() for family in FAMILIES.values() for p in family.prompts.values() for l in p.split('\n')}
     fixed = {l for l in lines if len(l) > 12 and '{' not in l}
     return sorted(fixed | {FEEDBACK_PREFIX.strip(), '"formula"', '"cards"', '"number"', '"action"',
                            'turn_direction(', 'forward()', 'stop()', '[Task Description]', 'points card game'})
