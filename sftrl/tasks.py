@@ -86,18 +86,43 @@ class TaskFamily:
         "The environment's `mode` for a verifier named 'exact' or 'official'."
         return self.modes[0] if verifier == 'exact' else verifier
 
-    def make_env(self, split: str, *, vision: bool, seed: int, viter: int, **kwargs): raise NotImplementedError
-    def reset_options(self, env, split: str, index: int) -> dict: return {}
-    def oracle(self, info: dict) -> str: raise NotImplementedError
-    def mistake(self, info: dict, vision: bool, rng) -> str: raise NotImplementedError
-    def ground_truth(self, env) -> dict: raise NotImplementedError
-    def verify(self, answer: str, truth: dict, vision: bool) -> Verdict: raise NotImplementedError
-    def follows_rule(self, answer: str, numbers=None, absolute: bool = True) -> bool: raise NotImplementedError
-    def rule_hits(self, first, episodes) -> list[bool]: raise NotImplementedError
-    def step_context(self, info: dict) -> dict: raise NotImplementedError
-    def episode_summary(self, info: dict, first: dict) -> dict: raise NotImplementedError
-    def image_source(self, info: dict) -> list: raise NotImplementedError
-    def paper_eval_episodes(self, split: str) -> int: raise NotImplementedError
+    # what each family writes (below), in the same words for both
+    def make_env(self, split: str, *, vision: bool, seed: int, viter: int, **kwargs):
+        "The environment of `split` ('train' or an evaluation split); `seed` is its world's, where it has one."
+        raise NotImplementedError
+    def reset_options(self, env, split: str, index: int) -> dict:
+        "The `options` of episode `index`'s reset (none by default)."
+        return {}
+    def oracle(self, info: dict) -> str:
+        "The expert's answer, in the paper's format, at the position `info` describes."
+        raise NotImplementedError
+    def mistake(self, info: dict, vision: bool, rng) -> str:
+        "A wrong answer in the paper's format at that position (the evaluator's test policies), drawn from `rng`."
+        raise NotImplementedError
+    def ground_truth(self, env) -> dict:
+        "What `verify` needs to judge an answer at `env`'s current position, as JSON values (`truth_keys`)."
+        raise NotImplementedError
+    def verify(self, answer: str, truth: dict, vision: bool) -> Verdict:
+        "The verifier's verdict on `answer` as the first try at the position `truth` describes."
+        raise NotImplementedError
+    def follows_rule(self, answer: str, numbers=None, absolute: bool = True) -> bool:
+        "Does `answer` follow the rule its prompt states (the hand's `numbers`; the `absolute` or relative action space)?"
+        raise NotImplementedError
+    def rule_hits(self, first, episodes) -> list[bool]:
+        "`follows_rule` for each first answer (a steps table's rows), reading what it needs from the episodes table."
+        raise NotImplementedError
+    def step_context(self, info: dict) -> dict:
+        "What an evaluation's step row records of the position it answered."
+        raise NotImplementedError
+    def episode_summary(self, info: dict, first: dict) -> dict:
+        "What an episode's summary row records (`info` at its end, `first` its first step row)."
+        raise NotImplementedError
+    def image_source(self, info: dict) -> list:
+        "What a vision episode's first image is drawn from (opening keys read it instead of pixels)."
+        raise NotImplementedError
+    def paper_eval_episodes(self, split: str) -> int:
+        "Episodes the paper evaluates one point of `split` on."
+        raise NotImplementedError
 
 # %% ../nbs/03_tasks.ipynb #f4a1c004
 class GeneralPointsFamily(TaskFamily):
