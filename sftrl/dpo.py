@@ -18,7 +18,7 @@ from trl import DPOConfig, DPOTrainer
 
 from .base import building
 from .base_vision import ResumingTrainer
-from .core import config_hash, write_folder_atomically
+from .core import config_hash, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, init_tokens
 from .evaluate import opening_key
@@ -242,7 +242,7 @@ def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) ->
     device = 'cuda' if on_gpu() else None
     policy, reference = load_policy(run.init, device=device), load_policy(run.init, device=device).model
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'run.json').write_text(json.dumps(asdict(run)))
+    write_atomically(folder / 'run.json', json.dumps(asdict(run)))
     data = run_pairs(run, policy, folder)
     compute = DPOCompute(count_parameters(policy.model), init_tokens(run.init), pairs_record(data)['generation'])
     args = dpo_arguments(run, folder, optimizer_steps(run, len(data)), progress)

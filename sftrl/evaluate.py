@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,10 +169,10 @@ def read_log(path) -> tuple[dict | None, dict[int, list[dict]]]:
     return header, done
 
 def _open_log(path: Path, header: dict) -> dict[int, list[dict]]:
-    "Check (or write) the log's header; cut a trailing partial line; the finished episodes."
+    "Check (or write) the log's header; cut a trailing partial line, in place; the finished episodes."
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_bytes() if path.exists() else b''
-    if text and not text.endswith(b'\n'): path.write_bytes(text[:text.rfind(b'\n') + 1])
+    if text and not text.endswith(b'\n'): os.truncate(path, text.rfind(b'\n') + 1)   # never written again whole: a kill there would empty it
     stored, done = read_log(path)
     expected = {k: v for k, v in header.items() if k != 'type'}
     if stored is None:

@@ -398,7 +398,7 @@ def _train(run: GRPORun, folder: Path, progress: bool, stop_after: int | None, g
     last = last_checkpoint(folder / 'state', needs)
     trainer = grpo_trainer(run, folder, progress, _read_totals(last), generator)
     steps = steps_per_update(run, trainer.accelerator.num_processes)
-    folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
+    write_atomically(folder / 'run.json', json.dumps(asdict(run)))
     if trainer.accelerator.is_main_process:   # the updates after the checkpoint are played and logged again
         cut_log(folder / 'log.jsonl', int(Path(last).name.split('-')[-1]) // steps if last else 0)
     if not resume_training(trainer, folder / 'state', progress, None if stop_after is None else stop_after * steps, needs):

@@ -669,7 +669,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
         totals, start = resumed['totals'], resumed['update']
     actor_critic, optimizer = accelerator.prepare(ActorCritic(policy.model, value_head), optimizer)
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
-    folder.mkdir(parents=True, exist_ok=True); (folder / 'run.json').write_text(json.dumps(asdict(run)))
+    write_atomically(folder / 'run.json', json.dumps(asdict(run)))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
     generate_with = _rollout_generator(policy, run.backend, accelerator.mixed_precision)
     pad_id = policy.tokenizer.pad_token_id

@@ -254,7 +254,7 @@ def _cpu_bf16_pays(cache: Path | None = None) -> bool:
     if key not in known:
         fp32, bf16 = _training_step_seconds(False), _training_step_seconds(True)
         known[key] = {'fp32_s': fp32, 'bf16_s': bf16, 'bf16': fp32 > 1.1 * bf16}
-        cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(known, indent=1))
+        write_atomically(cache, json.dumps(known, indent=1))
     return known[key]['bf16']
 
 def _training_step_seconds(bf16: bool, repeats: int = 3) -> float:
@@ -298,7 +298,7 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     env_kwargs = env_settings(task, run.resolution, run.verifier)
     data = demonstrations(task, run.examples, run.seed, mistake_rate=run.mistake_rate, **env_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'run.json').write_text(json.dumps(asdict(run)))
+    write_atomically(folder / 'run.json', json.dumps(asdict(run)))
     steps = optimizer_steps(run, len(data))
     trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, steps, progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,

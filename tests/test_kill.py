@@ -1,7 +1,12 @@
 """kill -9 at a random moment (issue 22): an evaluation process killed mid-run, several times, keeps every episode it
-finished, leaves at most its last line half-written, and resumes to exactly the rows of an uninterrupted run; SFT and
-RL runs killed at random moments and inside their checkpoint writes resume to the uninterrupted run's weights and logs."""
+finished, leaves at most its last line half-written, and resumes to exactly the rows of an uninterrupted run (a resume
+that cuts that line loses nothing to a kill either); SFT and RL runs killed at random moments and inside their
+checkpoint writes resume to the uninterrupted run's weights and logs; `sftrl reproduce` killed while training and while
+evaluating leaves its kernel to exit, keeps what it finished untouched, and ends with the uninterrupted figure CSV,
+evaluations, logs and ledger."""
 import dataclasses
+import gzip
+import hashlib
 import json
 import multiprocessing
 import os
@@ -15,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainerState
 
+from sftrl.cli import main
 from sftrl.evaluate import evaluate, load_evaluation, random_mistake_policy, read_log
+from sftrl.ledger import finished
 from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
 from sftrl.rl import rl_checkpoints, rl_run, train_rl
 from sftrl.sft import CheckpointCompute, checkpoint_table, evaluation_openings, sft_run, train_sft
@@ -69,6 +77,25 @@ def test_evaluation_survives_kill_9_at_random_moments(tmp_path):
     for a, b in zip(resumed, reference): pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
     for a, b in zip(load_evaluation(log), reference):
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def _resume_dying_in_a_rewrite(log):
+    "Resume the evaluation of `log`, SIGKILLed the moment it opens the log to write it again whole (opened, emptied, nothing written yet)."
+    _die_within(pathlib.Path, 'write_bytes', lambda path, data: path == log, lambda path, data: open(path, 'wb').close())
+    evaluate(random_mistake_policy('gp-l', p=0.6, seed=4), 'gp-l', 'id', n=N, batch_size=BATCH, out=log, progress=False)
+
+
+def test_resuming_a_log_cut_mid_line_keeps_its_finished_episodes_through_a_kill(tmp_path):
+    """A log a kill cut mid-line is shortened in place to its last whole line before the evaluation goes on; it used to
+    be written again whole, and a kill inside that write emptied it: every finished episode lost."""
+    log = tmp_path / 'eval.jsonl'
+    evaluate(random_mistake_policy('gp-l', p=0.6, seed=4), 'gp-l', 'id', n=N // 2, batch_size=BATCH, out=log, progress=False)
+    log.write_text(log.read_text() + log.read_text().splitlines()[-1][:40])    # the next episode's first line, cut
+    finished_before = set(read_log(log)[1])
+    child = multiprocessing.get_context('fork').Process(target=_resume_dying_in_a_rewrite, args=(log,))
+    child.start(); child.join(120)
+    assert finished_before <= set(read_log(log)[1])
+    assert child.exitcode == 0 and set(read_log(log)[1]) == set(range(N))      # and it went on to the end
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -200,3 +227,150 @@ def test_rl_survives_kill_9_within_its_state_saves_and_at_random_moments(tmp_pat
         a, b = (load_file(f / f'checkpoint-{update}' / 'model.safetensors') for f in (resumed, reference))
         assert all(torch.equal(a[k], b[k]) for k in b)
     assert [p.name for p in resumed.iterdir() if p.name.startswith('.')] == []   # nothing half-written left beside the state
+
+
+# --- sftrl reproduce --------------------------------------------------------------------------------------------
+# `sftrl reproduce` runs each experiment notebook in a Jupyter kernel it starts. The test SIGKILLs the command itself at
+# seeded random moments (its kernel sees its parent gone and exits within about a second: ipykernel's parent poller),
+# checks what is on disk, restarts the command, and compares the end with an uninterrupted run's.
+
+# the cheapest notebook, at one learning rate: one short RL run from the cached smoke base, its checkpoints evaluated
+COMMAND = ['reproduce', '--preset', 'smoke', '--only', 'fig09_rl_without_sft', '--set', 'learning_rates=[1e-6]']
+EXPERIMENT = COMMAND[4]
+
+
+def _reproduce_child(folder: Path):
+    "`sftrl` COMMAND run in `folder`: its runs/, figures and ledger there."
+    os.chdir(folder)
+    os.environ['SFTRL_LEDGER'] = str(folder / 'ledger')           # a ledger of its own: its writes are checked too
+    os.environ.setdefault('SFTRL_RUNS', str(Path(__file__).resolve().parents[1] / 'runs'))   # the smoke bases' cache
+    stderr = os.open(folder.with_suffix('.stderr'), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(stderr, 1); os.dup2(stderr, 2)
+    sys.exit(main(COMMAND))
+
+
+def _reproduce(folder: Path):
+    "The command started in a child forked from this process (sftrl imported already: a fresh interpreter spends seconds importing)."
+    import papermill, sftrl.study  # noqa: F401  imported here once: the children forked after inherit them
+    folder.mkdir(exist_ok=True)
+    child = multiprocessing.get_context('fork').Process(target=_reproduce_child, args=(folder,))
+    child.start()
+    return child
+
+
+def _finish(folder: Path):
+    "Run reproduce in `folder` to its end."
+    child = _reproduce(folder)
+    child.join(600)
+    assert child.exitcode == 0, folder.with_suffix('.stderr').read_text()[-3000:]
+
+
+def _progress(folder: Path) -> tuple[int, int]:
+    "How far reproduce in `folder` is: RL updates logged, evaluation episodes finished."
+    runs = folder / 'runs' / 'smoke'
+    return (sum(len(log.read_bytes().splitlines()) for log in runs.glob('rl/*/log.jsonl')),
+            sum(log.read_bytes().count(b'"type": "episode"') for log in runs.glob('eval/*.jsonl')))
+
+
+def _kernels(pid: int) -> list:
+    "The live Jupyter kernels process `pid` started (each carries its id in $JPY_PARENT_PID)."
+    import psutil
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get('JPY_PARENT_PID') == str(pid) and process.status() != psutil.STATUS_ZOMBIE: found.append(process)
+        except psutil.Error: pass   # another user's, or gone
+    return found
+
+
+def _kill_reproduce(folder: Path, at: tuple[int, int], delay: float) -> bool:
+    "Start reproduce in `folder`, SIGKILL it `delay` seconds after its progress reaches `at`, check its kernel exits by itself. Whether it was killed."
+    child = _reproduce(folder)
+    while not all(done >= goal for done, goal in zip(_progress(folder), at)):
+        if not child.is_alive(): return False      # it finished first
+        time.sleep(0.05)
+    time.sleep(delay)
+    kernels = _kernels(child.pid)
+    os.kill(child.pid, signal.SIGKILL); child.join()
+    assert kernels, 'no kernel found at work'
+    deadline = time.monotonic() + 20                  # ipykernel polls for its parent every second
+    while (alive := [k for k in kernels if k in _kernels(child.pid)]) and time.monotonic() < deadline: time.sleep(0.2)
+    for process in alive: process.kill()             # the test fails: a kernel outlived the command that started it
+    assert not alive, f'kernels {alive} kept running after their reproduce was killed'
+    return child.exitcode == -signal.SIGKILL
+
+
+def _unreadable(folder: Path, cut_last_line: bool = False) -> list[str]:
+    "The files under `folder` that do not read back whole (dot-files: temporary; `incomplete-*`: set aside). `cut_last_line`: a JSON-lines log's last line may lack its end."
+    bad = []
+    for f in sorted(p for p in folder.rglob('*') if p.is_file()):
+        if any(part.startswith(('.', 'incomplete-')) for part in f.relative_to(folder).parts): continue
+        try:
+            if f.suffix in ('.json', '.ipynb'): json.loads(f.read_text())
+            elif f.suffix == '.csv': pd.read_csv(f, comment='#')
+            elif f.suffix == '.safetensors': load_file(f)
+            elif f.suffix == '.pt': torch.load(f, weights_only=False)
+            elif f.suffix in ('.jsonl', '.gz'):
+                lines = (gzip.decompress(f.read_bytes()) if f.suffix == '.gz' else f.read_bytes()).decode().splitlines(keepends=True)
+                if cut_last_line and f.suffix == '.jsonl' and lines and not lines[-1].endswith('\n'): lines.pop()
+                for line in lines: json.loads(line)
+        except Exception as e: bad.append(f'{f.relative_to(folder)}: {type(e).__name__}: {e}'[:300])
+    return bad
+
+
+def _fingerprint(files) -> dict:
+    return {f: (f.stat().st_ino, f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files}
+
+
+def _finished_work(folder: Path, reference: Path) -> dict:
+    "What reproduce in `folder` had finished (runs that ran to their end, evaluations with every episode, ledger, figures), each file fingerprinted."
+    runs, files = folder / 'runs' / 'smoke', []
+    for run in (p for p in runs.glob('*/*') if p.is_dir() and finished(p)):
+        files += [f for f in run.rglob('*') if f.is_file() and not f.name.startswith('.')]
+    for log in runs.glob('eval/*.jsonl'):
+        if len(read_log(log)[1]) == len(read_log(reference / log.relative_to(folder))[1]): files.append(log)
+    files += [f for top in (folder / 'ledger', runs / 'figures', runs / 'notebooks') if top.exists()
+              for f in top.rglob('*') if f.is_file() and not f.name.startswith('.') and f.suffix != '.ipynb']
+    return _fingerprint(files)
+
+
+def _plotted(csv) -> list[str]:
+    "A figure CSV's lines but its provenance ('# key: value': commit, wall time, machine)."
+    return [line for line in csv.read_text().splitlines(keepends=True) if not line.startswith('# ')]
+
+
+def _tree(folder: Path, pattern: str) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.glob(pattern) if not p.name.startswith('.'))
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('reproduce') / 'straight'
+    _finish(folder)
+    return folder
+
+
+def test_reproduce_survives_kill_9_at_random_moments(uninterrupted, tmp_path):
+    reference, rng = uninterrupted, np.random.default_rng(22)
+    updates, episodes = _progress(reference)
+    # killed once training (after a drawn RL update), once evaluating (after a drawn episode), each a drawn delay later
+    moments = [(rng.integers(1, updates), 0), (updates, rng.integers(episodes // 4, 3 * episodes // 4))]
+    folder, kept, kills = tmp_path / 'killed', {}, []
+    for at in moments:
+        kills.append(_kill_reproduce(folder, at, rng.uniform(0, 0.5)))
+        assert _unreadable(folder, cut_last_line=True) == []   # whole files, but for a log's last line
+        assert _fingerprint(kept) == kept                       # what was finished at the kill before is untouched
+        kept = _finished_work(folder, reference)
+    assert all(kills) and kept and not (folder / 'runs' / 'smoke' / 'notebooks' / f'{EXPERIMENT}.done').exists()
+    _finish(folder)
+    assert _fingerprint(kept) == kept                           # finished work kept, not computed again
+    assert _unreadable(folder) == []
+    figures = folder / 'runs' / 'smoke' / 'figures' / f'{EXPERIMENT}.csv'
+    assert _plotted(figures) == _plotted(reference / figures.relative_to(folder))
+    for pattern in ('runs/smoke/eval/*.jsonl', 'runs/smoke/rl/*/log.jsonl', 'ledger/**/*'):
+        assert _tree(folder, pattern) == _tree(reference, pattern)
+    for log in folder.glob('runs/smoke/eval/*.jsonl'):
+        for a, b in zip(load_evaluation(log), load_evaluation(reference / log.relative_to(folder))): pd.testing.assert_frame_equal(a, b)
+    for log in folder.glob('runs/smoke/rl/*/log.jsonl'): pd.testing.assert_frame_equal(_rows(log.parent), _rows(reference / log.parent.relative_to(folder)))
+    for entry in (p for p in (folder / 'ledger').rglob('*') if p.is_file()):
+        assert entry.read_bytes() == (reference / entry.relative_to(folder)).read_bytes(), entry   # the same ledger to commit
