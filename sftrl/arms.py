@@ -51,25 +51,27 @@ def _through_ledger(folder: Path, preset, train, start=None) -> Path:
     record_run(done, name)
     return done
 
+def _trained(make_run, folder, train, kind: str, task, preset, seed: int, root, overrides: dict, init=None) -> Path:
+    "The run `make_run` makes of `task` under `preset` (from `init`) in the preset's `kind` folder: trained once, then cached and kept."
+    start = {} if init is None else {'init': str(init)}
+    run, where = make_run(study_preset(preset).name, task, seed=seed, **start, **overrides), runs_root(preset, root) / kind
+    return _through_ledger(folder(run, where), preset, lambda: train(run, root=where, progress=False), init)
+
 def trained_sft(task, preset, seed: int = 0, root='runs', **overrides) -> Path:
     "The SFT run of `task` under `preset` (trained once, then cached and kept in the ledger)."
-    run, where = sft_run(study_preset(preset).name, task, seed=seed, **overrides), runs_root(preset, root) / 'sft'
-    return _through_ledger(sft_folder(run, where), preset, lambda: train_sft(run, root=where, progress=False))
+    return _trained(sft_run, sft_folder, train_sft, 'sft', task, preset, seed, root, overrides)
 
 def trained_rl(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The RL run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
-    run, where = rl_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'rl'
-    return _through_ledger(rl_folder(run, where), preset, lambda: train_rl(run, root=where, progress=False), init)
+    return _trained(rl_run, rl_folder, train_rl, 'rl', task, preset, seed, root, overrides, init)
 
 def trained_dpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
-    run, where = dpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'dpo'
-    return _through_ledger(dpo_folder(run, where), preset, lambda: train_dpo(run, root=where, progress=False), init)
+    return _trained(dpo_run, dpo_folder, train_dpo, 'dpo', task, preset, seed, root, overrides, init)
 
 def trained_grpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The GRPO run (TRL's `GRPOTrainer`, `sftrl.grpo`) of `task` under `preset` from checkpoint `init` (trained once, then cached and kept)."
-    run, where = grpo_run(study_preset(preset).name, task, init=str(init), seed=seed, **overrides), runs_root(preset, root) / 'grpo'
-    return _through_ledger(grpo_folder(run, where), preset, lambda: train_grpo(run, root=where, progress=False), init)
+    return _trained(grpo_run, grpo_folder, train_grpo, 'grpo', task, preset, seed, root, overrides, init)
 
 def base_checkpoint(task, preset) -> Path:
     "The base model of `task`'s modality under `preset` (built once, or found in the ledger): where RL starts with no SFT (Fig. 9)."

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .models import POLICY_SIZES
 from .tasks import PRESET_VERIFIERS, get_task
 
 # %% auto #0
@@ -47,7 +48,7 @@ def runs_root(preset, root='runs') -> Path:
     return Path(root) / study_preset(preset).name
 
 # %% ../nbs/04c_presets.ipynb #2014a972
-POLICY_RESOLUTION = {'smoke': 64, 'tiny': 224}   # the image size of the preset's vision policy; `paper`: the paper's (None)
+POLICY_RESOLUTION = {size: policy.image_size for size, policy in POLICY_SIZES.items()}   # the preset's policy's; `paper`: the paper's
 
 def preset_run(presets: dict, preset: str, task, **settings):
     "`presets[preset]` made `task`'s run: the preset's verifier, off `paper` its policy's image size, then `settings` (they win)."
