@@ -1,15 +1,17 @@
 """The task registry beyond the chapter: every task and split builds, invalid combinations say what to do, the oracle
 solves every split of every task at the first try (many seeds, both verifier modes), and the seed conventions keep
 training and evaluation episodes apart."""
+import copy
 import inspect
 
+import numpy as np
 import pytest
 
 from sftrl.core import episode_seeds
 from sftrl.nav import NavigationEnv
 from sftrl.points import GeneralPointsEnv, verify
-from sftrl.tasks import (EVAL_SPLITS, TASKS, TRAIN_SPLIT, TRAINING_SEED_OFFSET, evaluation_seeds, get_task, make_env,
-                         oracle_answer, start_episode, training_seeds)
+from sftrl.tasks import (EVAL_SPLITS, FAMILIES, TASKS, TRAIN_SPLIT, TRAINING_SEED_OFFSET, evaluation_seeds, get_task,
+                         make_env, oracle_answer, start_episode, training_seeds)
 
 MODES = {'points': ('exact', 'official'), 'nav': ('fixed', 'official')}
 CASES = [(t, s, m) for t in TASKS.values() for s in (TRAIN_SPLIT, *t.splits) for m in MODES[t.env]]
@@ -126,3 +128,23 @@ def test_every_trainer_and_the_study_use_the_preset_verifier(preset):
         for run in (sft_run(preset, task), rl_run(preset, task), dpo_run(preset, task), grpo_run(preset, task)):
             env = make_env(task, 'train', **env_settings(task, 64, run.verifier))
             assert env.mode == (stated if task.env == 'points' or stated == 'official' else 'fixed'), (preset, task.name, run)
+
+
+@pytest.mark.parametrize('task', list(TASKS.values()), ids=list(TASKS))
+def test_family_vocabulary(task):
+    "Both families answer the same questions: the oracle is right and follows the rule, a mistake is wrong, and the ground truth alone judges as the environment does."
+    family, rng = task.family, np.random.default_rng(0)
+    assert family is FAMILIES[task.env] and family.mode('official') == 'official' and family.mode('exact') in family.modes
+    for split in task.splits:
+        env = make_env(task, split, **({'resolution': 64} if task.vision else {}))
+        for i, seed in enumerate(evaluation_seeds(2, 3)):
+            obs, info = start_episode(env, task, split, seed, i)
+            truth = family.ground_truth(env)
+            assert set(truth) == set(family.truth_keys)
+            right, wrong = family.oracle(info), family.mistake(info, task.vision, rng)
+            assert family.verify(right, truth, task.vision).correct
+            verdict = family.verify(wrong, truth, task.vision)
+            assert not verdict.correct and verdict.category in family.categories
+            assert verdict == copy.deepcopy(env).step(wrong)[-1]['verdict']
+            assert family.follows_rule(right, info.get('numbers'), getattr(env, 'absolute_action', True))
+            assert set(family.step_context(info)) and family.action_key in right
