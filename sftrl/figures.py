@@ -19,16 +19,17 @@ import pandas as pd
 import seaborn as sns
 
 import sftrl
-from .arms import ARMS
+from .arms import ARMS, evaluate_arms, study_arms
 from .core import write_atomically
 from .presets import study_preset
 from .tasks import get_task
 
 # %% auto #0
 __all__ = ['PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS',
-           'SPLIT_TITLES', 'METRIC_LABELS', 'ArmValues', 'paper_values', 'change_from_init', 'at_equal_compute',
-           'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth', 'draw_curve', 'draw_arms',
-           'arms_figure', 'series_figure', 'draw_bars']
+           'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values', 'change_from_init',
+           'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
+           'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'overall_success',
+           'overall_success_reading']
 
 # %% ../nbs/16_figures.ipynb #41499628
 class ArmValues(NamedTuple):
@@ -180,3 +181,17 @@ def draw_bars(ax, part: pd.DataFrame, paper: ArmValues, value: str = 'value'):
         ax.annotate(f"{mean[value].iloc[k] - mean[value].iloc[0]:+.1f}", (x[k] - 0.2, mean[value].iloc[k]),
                     ha='center', va='bottom', fontsize=7)
     ax.set_xticks(x, arms); ax.set_ylabel('%')
+
+# %% ../nbs/16_figures.ipynb #59e3b7ed
+OVERALL_SPLITS = ['id', 'ood_rule']   # Figs. 1 and 18: in distribution and under the rule change
+
+def overall_success(task, preset, seeds, root='runs') -> pd.DataFrame:
+    "Figs. 1 and 18: every seed's Init, SFT and RL checkpoints of `task` (Fig. 5's runs) evaluated ID and rule-OOD; `success` is the episode's."
+    arms = pd.concat([study_arms(task, preset, seed, root) for seed in seeds], ignore_index=True)
+    return evaluate_arms(arms, OVERALL_SPLITS, preset, root)
+
+def overall_success_reading(data: pd.DataFrame) -> str:
+    "A markdown line per split: Init's episode success and SFT's and RL's change from it at their last checkpoints."
+    changes, seeds = change_from_init(data, 'success', by=['split']), data.seed.nunique()
+    return '\n'.join(f"- {SPLIT_TITLES[split]}: Init {r.Init:.1f}%, SFT {r['SFT change']:+.1f} points, RL {r['RL change']:+.1f} points "
+                     f"(episode success at each arm's last checkpoint, mean of {seeds} seed(s))" for split, r in changes.iterrows())
