@@ -30,7 +30,7 @@ from .tasks import env_settings, get_task
 # %% auto #0
 __all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo', 'base_checkpoint',
            'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'Arm', 'rl_arms', 'sft_arms', 'dpo_arms',
-           'study_arms']
+           'study_arms', 'rl_learning_rate_grid']
 
 # %% ../nbs/15_arms.ipynb #d31c840a
 def _weights(checkpoint) -> Path:
@@ -201,3 +201,9 @@ def study_arms(task, preset, seed: int = 0, root='runs', with_dpo: bool = False,
     series.loc[0, 'step'] = table.step.iloc[k]
     dpo_series = [dpo_arms(task, preset, table.path.iloc[k], seed, root)] if with_dpo else []
     return pd.concat([series.iloc[:1], table.iloc[k + 1:], series.iloc[1:], *dpo_series], ignore_index=True)
+
+# %% ../nbs/15_arms.ipynb #7dc65498
+def rl_learning_rate_grid(task, preset, paper_rates) -> list[float]:
+    "The paper's RL learning rates `paper_rates` for `task` as the same multiples of `preset`'s RL rate (3 significant digits)."
+    scale = rl_run(preset, task).learning_rate / rl_run('paper', task).learning_rate
+    return [float(f'{scale * rate:.3g}') for rate in paper_rates]
