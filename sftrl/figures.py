@@ -27,8 +27,8 @@ from .tasks import get_task
 # %% auto #0
 __all__ = ['PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS',
            'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values', 'change_from_init',
-           'at_equal_compute', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv', 'smooth',
-           'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'overall_success',
+           'at_equal_compute', 'series_ends', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv',
+           'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'overall_success',
            'overall_success_reading']
 
 # %% ../nbs/16_figures.ipynb #41499628
@@ -67,6 +67,10 @@ def at_equal_compute(arms: pd.DataFrame) -> pd.DataFrame:
         series = arms[arms.arm == arm]
         return series.iloc[(series.gflops - rl_last.gflops.iloc[0]).abs().argsort().iloc[:1]]
     return pd.concat([arms[arms.arm == 'Init'], *(closest(arm) for arm in ARMS if arm != 'Init')], ignore_index=True)
+
+def series_ends(data: pd.DataFrame, by, value: str = 'value') -> pd.DataFrame:
+    "Each series' `value` at its first and last checkpoint in compute (columns `first`, `last`), mean over seeds, by the columns `by`."
+    return data.sort_values('gflops').groupby([*by, 'seed'])[value].agg(['first', 'last']).groupby(list(by)).mean()
 
 # %% ../nbs/16_figures.ipynb #0751848f
 def _git_commit() -> str:
