@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .base import base_cache, building
+from .base import base_cache
 from .core import config_hash
 from .dpo import dpo_folder, dpo_run, train_dpo
 from .evaluate import evaluate, load_evaluation, paired_comparison, summarize
@@ -24,7 +24,8 @@ from .ledger import (checkpoint_name, finished, keep_checkpoint, record_evaluati
 from .models import load_policy
 from .presets import eval_episodes, runs_root, study_preset
 from .rl import rl_checkpoints, rl_folder, rl_run, train_rl
-from .sft import base_policy, checkpoint_table, on_gpu, sft_folder, sft_run, train_sft
+from .runs import building, checkpoint_table, on_gpu
+from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
 # %% auto #0

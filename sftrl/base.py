@@ -5,12 +5,10 @@
 # %% ../nbs/05_base.ipynb #656bc426
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import re
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -19,26 +17,24 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
-from filelock import FileLock
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments, default_data_collator
-from transformers.trainer_callback import PrinterCallback
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, default_data_collator
 
 from .cards import FACE_RANKS, RANKS, SUITS, CardRule, is_solvable, solve
 from .city import DIRECTIONS, LANDMARK_KINDS, compass_direction
-from .core import config_hash, write_atomically
+from .core import config_hash
 from .ledger import restore_base
 from .models import ROLE_TOKENS, Policy, build_text_policy, build_tokenizer, load_policy, save_policy, task_texts
 from .nav import relative_turn
 from .points import formula_value
+from .runs import building, train_to_end
 
 # %% auto #0
 __all__ = ['RANK_WORDS', 'SUIT_WORDS', 'INSTRUCTION_SYMBOLS', 'PROBE_SYMBOLS', 'INSTRUCTION_KEYS', 'ECHO_KEYS', 'CHOICE_KEYS',
            'PROBE_KEYS', 'DOCUMENT_KINDS', 'INSTRUCTION_KINDS', 'DEFAULT_MIXTURE', 'INSTRUCTION_MIXTURE',
-           'BASE_PRESETS', 'TRAINER_STATE', 'INSTRUCTION_PROBES', 'arithmetic_doc', 'search_doc', 'random_rule',
-           'rule_doc', 'card_doc', 'turn_doc', 'route_doc', 'chat_document', 'mapping_task', 'choice_task',
-           'mapping_doc', 'choice_doc', 'correction_doc', 'base_corpus', 'task_markers', 'InstructionStage',
-           'BaseConfig', 'StopAfter', 'last_checkpoint', 'resume_training', 'training_args', 'building', 'base_cache',
-           'pretrain_base', 'complete', 'probe_base', 'first_json', 'probe_instructions']
+           'BASE_PRESETS', 'INSTRUCTION_PROBES', 'arithmetic_doc', 'search_doc', 'random_rule', 'rule_doc', 'card_doc',
+           'turn_doc', 'route_doc', 'chat_document', 'mapping_task', 'choice_task', 'mapping_doc', 'choice_doc',
+           'correction_doc', 'base_corpus', 'task_markers', 'InstructionStage', 'BaseConfig', 'training_args',
+           'base_cache', 'pretrain_base', 'complete', 'probe_base', 'first_json', 'probe_instructions']
 
 # %% ../nbs/05_base.ipynb #40d109d3
 RANK_WORDS = {'A': 'ace', 'J': 'jack', 'Q': 'queen', 'K': 'king'}
@@ -375,47 +371,6 @@ def _blocks(tokenizer, documents: list[str], block_size: int) -> Dataset:
     n = len(ids) // block_size
     return Dataset.from_dict({'input_ids': [ids[i * block_size:(i + 1) * block_size] for i in range(n)]})
 
-# %% ../nbs/05_base.ipynb #c1bd2a42
-class StopAfter(TrainerCallback):
-    "Stop training after `step` steps, as an interruption would (used to test resuming)."
-    def __init__(self, step: int): self.step = step
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step: control.should_training_stop = True; control.should_save = True
-
-# %% ../nbs/05_base.ipynb #164b9f65
-TRAINER_STATE = 'trainer_state.json'   # the file transformers writes last into a checkpoint
-
-def _whole(checkpoint: Path, needs) -> bool:
-    try: return all(json.loads((checkpoint / name).read_text()) is not None for name in needs)
-    except (OSError, ValueError): return False
-
-def _set_aside(checkpoint: Path) -> Path | None:
-    "Rename a checkpoint a kill cut short out of the way (`incomplete-checkpoint-N`), so nothing resumes from it and nothing is deleted."
-    target, n = checkpoint.with_name(f'incomplete-{checkpoint.name}'), 1
-    while target.exists(): n += 1; target = checkpoint.with_name(f'incomplete-{checkpoint.name}-{n}')
-    try: checkpoint.rename(target)
-    except FileNotFoundError: return None   # another process of the same launch set it aside first
-    warnings.warn(f"{checkpoint} was cut short (a kill while it was written): set aside as {target.name}")
-    return target
-
-def last_checkpoint(checkpoints, needs=(TRAINER_STATE,)) -> str | None:
-    "The newest `checkpoint-N` in the folder `checkpoints` whose `needs` files all read as JSON (None: start afresh); newer ones a kill cut short are set aside."
-    checkpoints = Path(checkpoints)
-    numbered = [(int(m[1]), p) for p in (checkpoints.iterdir() if checkpoints.is_dir() else ())
-                if (m := re.fullmatch(r'checkpoint-(\d+)', p.name)) and p.is_dir()]
-    for _, checkpoint in sorted(numbered, reverse=True):
-        if _whole(checkpoint, needs): return str(checkpoint)
-        _set_aside(checkpoint)
-    return None
-
-def resume_training(trainer: Trainer, checkpoints, progress: bool = True, stop_after: int | None = None,
-                    needs=(TRAINER_STATE,)) -> bool:
-    "Train a transformers `trainer` from the `last_checkpoint` in `checkpoints` (stopping after `stop_after` steps if given); whether it reached its last step."
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
-    if not progress: trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, needs))
-    return trainer.state.global_step >= trainer.state.max_steps
-
 # %% ../nbs/05_base.ipynb #204e5369
 def training_args(config, folder: Path, progress: bool, **overrides) -> TrainingArguments:
     "The pretraining schedule of a base config (text or vision): cosine LR, checkpoints in `folder`, CPU."
@@ -425,13 +380,6 @@ def training_args(config, folder: Path, progress: bool, **overrides) -> Training
                              save_strategy='steps', save_steps=config.save_steps, save_total_limit=2,
                              logging_steps=max(1, config.max_steps // 20), report_to=[], seed=config.seed,
                              use_cpu=True, dataloader_num_workers=0, disable_tqdm=not progress, **overrides)
-
-def building(folder: Path):
-    "A lock held while the run in `folder` is built: another process building the same run waits, then finds it cached."
-    Path(folder).parent.mkdir(parents=True, exist_ok=True)
-    # under `accelerate launch` (WORLD_SIZE > 1) the ranks build the run together: a lock would leave one waiting
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1: return contextlib.nullcontext()
-    return FileLock(str(folder) + '.lock')
 
 def base_cache() -> Path:
     "Where base models are cached: `$SFTRL_RUNS/base` when set (`make test` sets it: one cache for every test), else ./runs/base."
@@ -480,8 +428,7 @@ def _instruction_tune(config: BaseConfig, folder: Path, progress: bool, stop_aft
 
 def _fit(trainer: Trainer, policy: Policy, folder: Path, progress: bool, stop_after: int | None) -> Policy:
     "Train from the last whole checkpoint in `folder` to the end; save the policy to `folder/final` (unless stopped early)."
-    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after): return policy   # interrupted on purpose (tests)
-    write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
+    if not train_to_end(trainer, folder, progress, stop_after): return policy   # interrupted on purpose (tests)
     return load_policy(save_policy(policy, folder / 'final'))
 
 # %% ../nbs/05_base.ipynb #5993154c

@@ -17,23 +17,24 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFont
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
-from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, base_cache, base_corpus, building,
-                        pretrain_base, resume_training, training_args)
+from .base import (BASE_PRESETS, RANK_WORDS, SUIT_WORDS, BaseConfig, base_cache, base_corpus, pretrain_base,
+                        training_args)
 from .cards import RANKS, SUIT_SETS, SUITS, Card, card_boxes, render_table
 from .city import STYLES, City, bearing, make_city
 from .core import config_hash, write_atomically
 from .ledger import restore_base
 from .models import IMAGE_TOKEN, Policy, build_vision_policy, load_policy, policy_size, save_policy
+from .runs import ResumingTrainer, building, resume_training, train_to_end
 from .views import FONT_PATH, NEAR, SIGN_HEIGHT, SIGN_TEXT_HEIGHT, Camera, render_view
 
 # %% auto #0
 __all__ = ['TABLE_OPENING', 'VIEW_OPENING', 'DEFAULT_CAPTION_MIXTURE', 'NO_CARD', 'VISION_BASE_PRESETS', 'card_words',
            'table_caption', 'card_table_pair', 'read_cards', 'legible_signs', 'view_caption', 'view_pair',
            'CaptionPairs', 'caption_collator', 'card_id', 'patch_cards', 'CardReader', 'tower_collator', 'TowerConfig',
-           'card_patch_accuracy', 'pretrain_tower', 'VisionBaseConfig', 'vision_from_text', 'ResumingTrainer',
-           'pretrain_vision_base', 'describe', 'probe_vision_base']
+           'card_patch_accuracy', 'pretrain_tower', 'VisionBaseConfig', 'vision_from_text', 'pretrain_vision_base',
+           'describe', 'probe_vision_base']
 
 # %% ../nbs/05_base_vision.ipynb #0a82143d
 TABLE_OPENING = "Cards on the table, left to right:"
@@ -280,14 +281,6 @@ def vision_from_text(text: Policy, size='smoke', seed: int = 0) -> Policy:
     vision.model.model.language_model.load_state_dict(text.model.model.state_dict())
     return vision
 
-# %% ../nbs/05_base_vision.ipynb #44574cb8
-class ResumingTrainer(Trainer):
-    "A `Trainer` that resumes a LLaVA checkpoint by reading it as `from_pretrained` does (transformers#43701)."
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        model = model or self.model
-        saved = type(model).from_pretrained(resume_from_checkpoint, local_files_only=True)
-        model.load_state_dict(saved.state_dict())
-
 # %% ../nbs/05_base_vision.ipynb #d99a8358
 def pretrain_vision_base(config: VisionBaseConfig = VisionBaseConfig(), cache_dir=None, progress: bool = True,
                          stop_after: int | None = None) -> Policy:
@@ -312,8 +305,7 @@ def _train_vision_base(config: VisionBaseConfig, text_base: Policy, folder: Path
                         config.styles, documents)
     args = training_args(config, folder, progress, remove_unused_columns=False)   # the collator reads 'image'
     trainer = ResumingTrainer(model=policy.model, args=args, train_dataset=data, data_collator=caption_collator(policy.processor))
-    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after): return policy   # stopped on purpose (tests)
-    write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
+    if not train_to_end(trainer, folder, progress, stop_after): return policy   # stopped on purpose (tests)
     return load_policy(save_policy(policy, folder / 'final'))
 
 # %% ../nbs/05_base_vision.ipynb #f4df2e36

@@ -16,8 +16,6 @@ from datasets import Dataset, load_from_disk
 from PIL import Image
 from trl import DPOConfig, DPOTrainer
 
-from .base import building
-from .base_vision import ResumingTrainer
 from .core import config_hash, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, init_tokens
@@ -25,7 +23,8 @@ from .evaluate import opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
 from .presets import preset_run
-from .sft import HOLDOUT, CheckpointCompute, evaluation_openings, on_gpu, optimizer_steps, train_to_end, training_precision
+from .runs import CheckpointCompute, ResumeAsPretrained, building, on_gpu, optimizer_steps, train_to_end, training_precision
+from .sft import HOLDOUT, evaluation_openings
 from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
 
 # %% auto #0
@@ -193,8 +192,8 @@ class DPOCompute(CheckpointCompute):
                 'tokens': self.d_init + trained.total,
                 'flops': counted_rl_flops(self.n_params, self.d_init, trained, self.generation + trained)}
 
-class _ResumingDPOTrainer(DPOTrainer):
-    _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
+class _ResumingDPOTrainer(ResumeAsPretrained, DPOTrainer):
+    "TRL's `DPOTrainer`, resuming a LLaVA checkpoint as `from_pretrained` reads it (`sftrl.runs.ResumeAsPretrained`)."
 
 # %% ../nbs/11_dpo.ipynb #e9020358
 def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOConfig:
@@ -207,7 +206,7 @@ def dpo_arguments(run: DPORun, folder: Path, steps: int, progress: bool) -> DPOC
                      logging_steps=max(1, steps // 20), report_to=[], seed=run.seed, data_seed=run.seed,
                      max_length=run.max_length, include_num_input_tokens_seen='non_padding',
                      gradient_checkpointing=run.gradient_checkpointing,   # TRL's default is on; it only costs time on tiny models
-                     bf16=training_precision() == 'bf16',   # TRL's default is bf16 everywhere: see sftrl.sft.training_precision
+                     bf16=training_precision() == 'bf16',   # TRL's default is bf16 everywhere: see sftrl.runs.training_precision
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
 def dpo_folder(run: DPORun, root='runs/dpo') -> Path:
@@ -248,4 +247,5 @@ def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) ->
     args = dpo_arguments(run, folder, optimizer_steps(run, len(data)), progress)
     trainer = _ResumingDPOTrainer(model=policy.model, ref_model=reference, args=args, train_dataset=data,
                                   processing_class=policy.processor or policy.tokenizer, callbacks=[compute])
-    return train_to_end(trainer, folder, progress, stop_after)
+    train_to_end(trainer, folder, progress, stop_after, needs=CheckpointCompute.needs)
+    return folder

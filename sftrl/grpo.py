@@ -21,7 +21,7 @@ from PIL import Image
 from transformers import LogitsProcessorList, PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from .base import TRAINER_STATE, building, last_checkpoint, resume_training
+from .runs import TRAINER_STATE, building, last_checkpoint, on_gpu, resume_training
 from .core import config_hash, cut_log, write_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, init_tokens
@@ -288,7 +288,7 @@ def steps_per_update(run: GRPORun, num_processes: int = 1) -> int:
 
 def grpo_arguments(run: GRPORun, folder: Path, progress: bool = False, num_processes: int = 1) -> GRPOConfig:
     "TRL's `GRPOConfig` for `run`, its TRL checkpoints in `folder/state`."
-    steps, on_gpu = steps_per_update(run, num_processes), torch.cuda.is_available()
+    steps, gpu = steps_per_update(run, num_processes), on_gpu()
     return GRPOConfig(output_dir=str(Path(folder) / 'state'), max_steps=run.updates * steps, per_device_train_batch_size=run.minibatch,
                       generation_batch_size=run.prompts * run.generations, num_generations=run.generations,
                       num_iterations=run.epochs, learning_rate=run.learning_rate, lr_scheduler_type='cosine', warmup_steps=0,
@@ -296,7 +296,7 @@ def grpo_arguments(run: GRPORun, folder: Path, progress: bool = False, num_proce
                       loss_type=run.loss_type, scale_rewards=run.scale_rewards, temperature=run.temperature,
                       max_completion_length=_viter(run) * run.max_new_tokens, shuffle_dataset=True, seed=run.seed, data_seed=run.seed,
                       logging_steps=steps, save_strategy='steps', save_steps=steps, save_total_limit=1, save_only_model=False,
-                      report_to=[], gradient_checkpointing=run.gradient_checkpointing, bf16=on_gpu, use_cpu=not on_gpu,
+                      report_to=[], gradient_checkpointing=run.gradient_checkpointing, bf16=gpu, use_cpu=not gpu,
                       dataloader_num_workers=0, disable_tqdm=not progress)
 
 # %% ../nbs/13_grpo.ipynb #a90bc984
@@ -371,7 +371,7 @@ def train_grpo(run: GRPORun, root='runs/grpo', progress: bool = True, stop_after
     "Train (or find in the cache, or resume) the GRPO run; its folder, laid out as a PPO run's."
     if not run.init: raise ValueError("run.init must name the checkpoint GRPO starts from (an SFT checkpoint, or a base)")
     folder = grpo_folder(_check(run), root)
-    with building(folder):   # no lock under a multi-process launch (sftrl.base.building)
+    with building(folder):   # no lock under a multi-process launch (sftrl.runs.building)
         if (folder / 'done').exists(): return folder
         return _train(run, folder, progress, stop_after, generator)
 

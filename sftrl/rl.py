@@ -22,12 +22,12 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
-from .base import building
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, implied_lambda, init_tokens, rl_flops
 from .evaluate import opening_key
-from .sft import evaluation_openings, on_gpu
+from .runs import building, on_gpu
+from .sft import evaluation_openings
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy

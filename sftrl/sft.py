@@ -7,32 +7,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import pandas as pd
 from datasets import Dataset
 from PIL import Image
-from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
 from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
-from .compute import sft_flops
 from .evaluate import openings, opening_key, random_mistake_policy
 from .models import Policy, count_parameters, load_policy
 from .presets import preset_run
-from .base import BASE_PRESETS, TRAINER_STATE, building, pretrain_base, resume_training
-from .base_vision import VISION_BASE_PRESETS, ResumingTrainer, pretrain_vision_base
+from .runs import CheckpointCompute, ResumeAsPretrained, building, on_gpu, optimizer_steps, train_to_end, training_precision
+from .base import BASE_PRESETS, pretrain_base
+from .base_vision import VISION_BASE_PRESETS, pretrain_vision_base
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'PRECISIONS',
-           'evaluation_openings', 'demonstration_episode', 'demonstrations', 'SFTRun', 'PaperSFT', 'sft_run',
-           'set_trainable', 'CheckpointCompute', 'checkpoint_steps', 'base_policy', 'sft_arguments', 'on_gpu',
-           'optimizer_steps', 'training_precision', 'sft_folder', 'train_sft', 'train_to_end', 'checkpoint_table']
+__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings',
+           'demonstration_episode', 'demonstrations', 'SFTRun', 'PaperSFT', 'sft_run', 'set_trainable',
+           'checkpoint_steps', 'base_policy', 'sft_arguments', 'sft_folder', 'train_sft']
 
 # %% ../nbs/07_sft.ipynb #0c400580
 HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
@@ -152,31 +148,8 @@ def set_trainable(model, trainable: str = 'all') -> int:
         parameter.requires_grad = not any(part in name.split('.') for part in frozen)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/07_sft.ipynb #96349898
-class CheckpointCompute(TrainerCallback):
-    "Save at the steps `save_at` (and at the end); write `compute.json` (step, tokens, FLOPs) into every checkpoint; keep optimizer state only in the newest."
-    def __init__(self, n_params: int, save_at=()): self.n_params, self.save_at = n_params, set(save_at)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        # the run's end is always a checkpoint
-        if state.global_step >= state.max_steps or state.global_step in self.save_at: control.should_save = True
-
-    def record(self, state) -> dict:
-        "What the checkpoint at `state` has cost: its `compute.json`."
-        tokens = int(state.num_input_tokens_seen)
-        return {'step': state.global_step, 'epoch': state.epoch, 'tokens': tokens, 'n_params': self.n_params,
-                'flops': sft_flops(self.n_params, 0, tokens)}
-
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero: return   # the main process writes the checkpoint
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        write_atomically(folder / 'compute.json', json.dumps(self.record(state)))   # the checkpoint is whole once it reads
-        for older in Path(args.output_dir).glob('checkpoint-*'):
-            if older != folder:
-                for name in ('optimizer.pt', 'scheduler.pt'): (older / name).unlink(missing_ok=True)
-
-class _ResumingSFTTrainer(SFTTrainer):
-    _load_from_checkpoint = ResumingTrainer._load_from_checkpoint   # LLaVA resume fix (sftrl.base_vision)
+# %% ../nbs/07_sft.ipynb #b7e4a2c1
+class _ResumingSFTTrainer(ResumeAsPretrained, SFTTrainer):   # a LLaVA checkpoint resumes as from_pretrained reads it
 
     def _load_callback_state(self):   # called as a resumed run reads its checkpoint's state
         super()._load_callback_state()
@@ -216,62 +189,6 @@ def sft_arguments(run: SFTRun, folder: Path, steps: int, progress: bool, report_
                      bf16=training_precision() == 'bf16',   # TRL's default is bf16 everywhere: see training_precision
                      dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu())
 
-def on_gpu() -> bool:
-    "Whether the trainers run on a GPU (and so in bf16)."
-    import torch
-    return torch.cuda.is_available()
-
-def optimizer_steps(run, rows: int) -> int:
-    "The optimizer steps of a run (SFT, DPO: its `epochs`, per-device `batch_size`, `gradient_accumulation`) over `rows` examples, on every process."
-    from accelerate import PartialState
-    per_step = run.batch_size * PartialState().num_processes
-    return math.ceil(run.epochs * math.ceil(rows / per_step) / run.gradient_accumulation)
-
-# %% ../nbs/07_sft.ipynb #b3f2d9e4
-PRECISIONS = ('fp32', 'bf16')
-
-def training_precision() -> str:
-    "'bf16' (autocast) on a GPU, or on a CPU where it measured faster than 'fp32'; `SFTRL_PRECISION=fp32|bf16` forces one."
-    forced = os.environ.get('SFTRL_PRECISION', '')
-    if forced:
-        if forced not in PRECISIONS: raise ValueError(f"SFTRL_PRECISION must be one of {PRECISIONS}, got {forced!r}")
-        return forced
-    return 'bf16' if on_gpu() or _cpu_bf16_pays() else 'fp32'
-
-def _cpu_flags() -> set[str]:
-    "The CPU's feature flags (Linux; empty elsewhere)."
-    try: text = Path('/proc/cpuinfo').read_text()
-    except OSError: return set()
-    return set(next((line.split(':', 1)[1].split() for line in text.splitlines() if line.startswith('flags')), []))
-
-def _cpu_bf16_pays(cache: Path | None = None) -> bool:
-    "Does a training step under bf16 autocast beat fp32 on this CPU by 10 %? Measured once per CPU and torch version, cached."
-    import platform, torch
-    if not _cpu_flags() & {'avx512_bf16', 'amx_bf16'}: return False   # no bf16 units: autocast emulates it (measured 13x slower)
-    cache = cache or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'sftrl' / 'precision.json'
-    key = f"{platform.processor() or platform.machine()} {' '.join(sorted(f for f in _cpu_flags() if 'bf16' in f or 'amx' in f))} torch {torch.__version__}"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
-    if key not in known:
-        fp32, bf16 = _training_step_seconds(False), _training_step_seconds(True)
-        known[key] = {'fp32_s': fp32, 'bf16_s': bf16, 'bf16': fp32 > 1.1 * bf16}
-        write_atomically(cache, json.dumps(known, indent=1))
-    return known[key]['bf16']
-
-def _training_step_seconds(bf16: bool, repeats: int = 3) -> float:
-    "Best-of-`repeats` seconds of a forward and backward pass of a tiny-model-sized MLP on 16 x 300 tokens."
-    import time, torch
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        layers = torch.nn.Sequential(torch.nn.Linear(256, 768), torch.nn.SiLU(), torch.nn.Linear(768, 256))
-        x = torch.randn(16 * 300, 256)
-    best = float('inf')
-    for _ in range(repeats + 1):   # the first pass warms up
-        start = time.perf_counter()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): loss = layers(x).float().square().mean()
-        loss.backward()
-        best = min(best, time.perf_counter() - start)
-    return best
-
 # %% ../nbs/07_sft.ipynb #4850dc81
 def _base_identity(run: SFTRun) -> str:
     "What the run starts from, for its cache key: the checkpoint `run.base` by its name (never its path), or the config of the preset's base."
@@ -303,18 +220,5 @@ def _train(run: SFTRun, folder: Path, progress: bool, stop_after: int | None, re
     trainer = _ResumingSFTTrainer(model=policy.model, args=sft_arguments(run, folder, steps, progress, report_to),
                                   train_dataset=data, processing_class=policy.processor or policy.tokenizer,
                                   callbacks=[CheckpointCompute(count_parameters(policy.model), checkpoint_steps(run, steps))])
-    return train_to_end(trainer, folder, progress, stop_after)
-
-def train_to_end(trainer, folder: Path, progress: bool = True, stop_after: int | None = None) -> Path:
-    "Run a transformers `trainer` from its last whole checkpoint in `folder/checkpoints` (its `compute.json` too); `log.csv` once it reaches its last step."
-    if not resume_training(trainer, folder / 'checkpoints', progress, stop_after, needs=(TRAINER_STATE, 'compute.json')):
-        return folder   # stopped early (an interruption, in tests)
-    if trainer.is_world_process_zero(): write_atomically(folder / 'log.csv', pd.DataFrame(trainer.state.log_history).to_csv(index=False))
+    train_to_end(trainer, folder, progress, stop_after, needs=CheckpointCompute.needs)
     return folder
-
-def checkpoint_table(folder) -> pd.DataFrame:
-    "The checkpoints of a run (SFT, DPO) with what each `compute.json` holds (step, tokens, FLOPs, ...) and GFLOPs, in order."
-    rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)}
-            for c in Path(folder).glob('checkpoints/checkpoint-*') if (c / 'compute.json').exists()]
-    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=['step', 'epoch', 'tokens', 'n_params', 'flops', 'path'])
-    return table.assign(gflops=table.flops / 1e9).sort_values('step', ignore_index=True)

@@ -1,14 +1,13 @@
-"""The vision foundation: captions that say exactly what is drawn, no task format, and a LLaVA resume that really resumes."""
+"""The vision foundation: captions that say exactly what is drawn, no task format (the LLaVA resume fix is tested in nbs/04c_runs)."""
 import re
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from transformers import TrainingArguments
 
 from sftrl.base import BaseConfig, base_corpus, task_markers
-from sftrl.base_vision import (NO_CARD, CaptionPairs, CardReader, ResumingTrainer, TowerConfig, VisionBaseConfig,
+from sftrl.base_vision import (NO_CARD, CaptionPairs, CardReader, TowerConfig, VisionBaseConfig,
                                caption_collator, card_id, card_table_pair, legible_signs, patch_cards, pretrain_tower,
                                read_cards, table_caption, tower_collator, view_caption, view_pair)
 from sftrl.cards import DECK, Card, render_table
@@ -104,18 +103,6 @@ def test_the_collator_trains_on_words_only(policy):
     assert int((batch['labels'] == policy.tokenizer.eos_token_id).sum()) == sum(1 + (it['text'] or '').count(eos) for it in items)
     with torch.no_grad():
         assert policy.model(**batch).loss.item() > 0
-
-
-def test_resume_reads_llava_checkpoint_weights(policy, tmp_path):
-    """transformers 5 saves LLaVA with its original key names and Trainer's resume loads them raw (#43701)."""
-    policy.model.save_pretrained(tmp_path)
-    fresh = build_vision_policy(policy.tokenizer, 'smoke', seed=1).model
-    assert not torch.equal(fresh.model.vision_tower.embeddings.patch_embedding.weight,
-                           policy.model.model.vision_tower.embeddings.patch_embedding.weight)
-    args = TrainingArguments(output_dir=str(tmp_path / 'out'), use_cpu=True, report_to=[])
-    ResumingTrainer(model=fresh, args=args)._load_from_checkpoint(str(tmp_path))
-    for p, q in zip(fresh.parameters(), policy.model.parameters()):
-        assert torch.equal(p, q)
 
 
 def test_a_vision_base_is_named_by_its_whole_config():

@@ -30,7 +30,8 @@ from sftrl.evaluate import evaluate, load_evaluation, random_mistake_policy, rea
 from sftrl.ledger import finished
 from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
 from sftrl.rl import rl_checkpoints, rl_run, train_rl
-from sftrl.sft import CheckpointCompute, checkpoint_table, evaluation_openings, sft_run, train_sft
+from sftrl.runs import CheckpointCompute, checkpoint_table
+from sftrl.sft import evaluation_openings, sft_run, train_sft
 
 N, BATCH = 24, 4
 SCRIPT = f"""

@@ -9,7 +9,7 @@ import torch
 from sftrl.base import BASE_PRESETS, pretrain_base
 from sftrl.launch import accelerate_config, accelerate_configs, dry_run, launch_command, read_accelerate_config
 from sftrl.models import load_policy
-from sftrl.sft import checkpoint_table
+from sftrl.runs import checkpoint_table
 
 
 def test_every_shipped_configuration_parses_and_sizes_a_model():

@@ -220,7 +220,7 @@ def test_rl_raises_in_distribution_success_from_an_sft_checkpoint(tmp_path):
     from sftrl.evaluate import evaluate
     from sftrl.generate import model_policy
     from sftrl.models import load_policy
-    from sftrl.sft import checkpoint_table
+    from sftrl.runs import checkpoint_table
     torch.set_num_threads(1)
     init = checkpoint_table(study.sft('gp-l', 'tiny')).path.iloc[-1]
     run = rl_run('tiny', 'gp-l', init=init, updates=5, steps=128, n_envs=8, max_new_tokens=96, checkpoints=1,   # the preset as measured:

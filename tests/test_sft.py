@@ -6,8 +6,8 @@ import torch
 from datasets import load_from_disk
 
 from sftrl.models import load_policy
-from sftrl.sft import (_ResumingSFTTrainer, base_policy, checkpoint_table, demonstrations, sft_arguments, sft_run,
-                       train_sft)
+from sftrl.runs import checkpoint_table
+from sftrl.sft import _ResumingSFTTrainer, base_policy, demonstrations, sft_arguments, sft_run, train_sft
 from sftrl.tasks import make_env, start_episode
 
 
@@ -67,7 +67,7 @@ def test_bad_runs_fail_before_training(tmp_path):
 
 
 def test_fp32_and_bf16_train_the_same_smoke_run_within_a_hundredth(tmp_path, monkeypatch):
-    """Precision by measurement (sftrl.sft.training_precision): the smoke GP-L run under SFTRL_PRECISION=fp32 and =bf16
+    """Precision by measurement (sftrl.runs.training_precision): the smoke GP-L run under SFTRL_PRECISION=fp32 and =bf16
     logs the same losses to 0.01 (measured 2026-12-05 on a CPU with bf16 units: at most 0.0044 apart per step, final
     training loss 3.5391 and 3.5396)."""
     import pandas as pd
