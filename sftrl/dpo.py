@@ -19,13 +19,12 @@ from trl import DPOConfig, DPOTrainer
 from .core import config_hash, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, init_tokens
-from .evaluate import opening_key
 from .generate import generate
 from .models import count_parameters, load_policy
 from .presets import preset_run
 from .runs import CheckpointCompute, ResumeAsPretrained, building, on_gpu, optimizer_steps, train_to_end, training_precision
-from .sft import HOLDOUT, evaluation_openings
-from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds
+from .tasks import (HOLDOUT, env_settings, evaluation_openings, get_task, make_env, opening_key, oracle_answer, start_episode,
+                         training_seeds)
 
 # %% auto #0
 __all__ = ['DPO_PRESETS', 'Prompt', 'judge', 'training_prompts', 'sample_answers', 'preference_pairs', 'pairs_record', 'replay',

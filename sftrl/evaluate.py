@@ -19,13 +19,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from .core import STEP_LIMIT
-from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, oracle_answer, start_episode,
-                         training_seeds)
+from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, openings, oracle_answer,
+                         start_episode, training_seeds)
 
 # %% auto #0
 __all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'observation_digest', 'random_mistake_policy', 'read_log', 'evaluate',
            'load_evaluation', 'binomial_se', 'categories', 'follows_rule', 'rule_validity', 'summarize',
-           'paired_comparison', 'opening_key', 'openings', 'prompt_overlap']
+           'paired_comparison', 'prompt_overlap']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -290,18 +290,6 @@ def paired_comparison(before: pd.DataFrame, after: pd.DataFrame, column: str = '
                       'gained': int((difference > 0).sum()), 'lost': int((difference < 0).sum())})
 
 # %% ../nbs/09_evaluate.ipynb #60e76586
-def opening_key(task, obs: dict, info: dict) -> str:
-    "An episode's first observation as a key: its prompt text and what its image is drawn from."
-    task, shown = get_task(task), ''
-    if task.vision:
-        shown = json.dumps(task.family.image_source(info))
-    return obs['text'] + '\x00' + shown
-
-def openings(task, split: str, seeds: list[int], **env_kwargs) -> list[str]:
-    "The `opening_key` of each episode seeded by `seeds` (in order) of `task`/`split`."
-    task, env = get_task(task), make_env(task, split, **env_kwargs)
-    return [opening_key(task, *start_episode(env, task, split, s, i)) for i, s in enumerate(seeds)]
-
 def prompt_overlap(task, split: str = 'id', n_eval: int = 200, n_train: int = 10_000, seed: int = 0,
                    train_seed: int = 0, **env_kwargs) -> float:
     "Share of the `n_eval` evaluation episodes whose first observation (text and image) also opens one of `n_train` training episodes."

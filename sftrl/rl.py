@@ -25,14 +25,13 @@ from transformers import LogitsProcessorList
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, implied_lambda, init_tokens, rl_flops
-from .evaluate import opening_key
 from .runs import building, on_gpu
-from .sft import evaluation_openings
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .presets import preset_run
-from .tasks import env_settings, evaluation_seeds, get_task, make_env, start_episode, training_seeds
+from .tasks import (env_settings, evaluation_openings, evaluation_seeds, get_task, make_env, opening_key, start_episode,
+                         training_seeds)
 
 # %% auto #0
 __all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead',

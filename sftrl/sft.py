@@ -17,8 +17,9 @@ from trl import SFTConfig, SFTTrainer
 
 from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
-from .tasks import env_settings, get_task, make_env, oracle_answer, start_episode, training_seeds, evaluation_seeds
-from .evaluate import openings, opening_key, random_mistake_policy
+from .tasks import (HOLDOUT, env_settings, evaluation_openings, get_task, make_env, opening_key, oracle_answer, start_episode,
+                         training_seeds)
+from .evaluate import random_mistake_policy
 from .models import Policy, count_parameters, load_policy
 from .presets import preset_run
 from .runs import CheckpointCompute, ResumeAsPretrained, building, on_gpu, optimizer_steps, train_to_end, training_precision
@@ -26,22 +27,10 @@ from .base import BASE_PRESETS, pretrain_base
 from .base_vision import VISION_BASE_PRESETS, pretrain_vision_base
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'EVALUATION_SEEDS', 'TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'evaluation_openings',
-           'demonstration_episode', 'demonstrations', 'SFTRun', 'PaperSFT', 'sft_run', 'set_trainable',
-           'checkpoint_steps', 'base_policy', 'sft_arguments', 'sft_folder', 'train_sft']
+__all__ = ['TRAINABLE', 'LOG_SPACED', 'PAPER_SFT', 'SFT_PRESETS', 'demonstration_episode', 'demonstrations', 'SFTRun', 'PaperSFT',
+           'sft_run', 'set_trainable', 'checkpoint_steps', 'base_policy', 'sft_arguments', 'sft_folder', 'train_sft']
 
 # %% ../nbs/07_sft.ipynb #0c400580
-HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
-EVALUATION_SEEDS = (0,)   # the evaluation seeds the experiments use
-
-def evaluation_openings(task, holdout: int = HOLDOUT, seeds=EVALUATION_SEEDS, **env_kwargs) -> set[str]:
-    "The opening keys of the first `holdout` evaluation episodes of every split of `task`, for each seed."
-    task = get_task(task)
-    if not task.family.openings_repeat: return set()   # V-IRL trains and evaluates in different cities
-    if task.vision: env_kwargs = {**env_kwargs, 'resolution': task.family.key_resolution}   # keys do not read pixels
-    return {key for split in task.splits for seed in seeds
-            for key in openings(task, split, evaluation_seeds(seed, holdout), **env_kwargs)}
-
 def _image(obs: dict) -> Image.Image:
     return Image.fromarray(obs['image'])
 

@@ -5,6 +5,7 @@
 # %% ../nbs/03_tasks.ipynb #63ba72b6
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 from .core import Verdict, episode_seeds
@@ -23,9 +24,10 @@ from .nav import verify_step as _verify_route
 
 # %% auto #0
 __all__ = ['TRAIN_SPLIT', 'EVAL_SPLITS', 'TASKS', 'GENERAL_POINTS', 'VIRL', 'FAMILIES', 'VERIFIER_MODES', 'PRESET_VERIFIERS',
-           'TRAINING_SEED_OFFSET', 'Task', 'get_task', 'TaskFamily', 'GeneralPointsFamily', 'action_space',
-           'NavigationFamily', 'make_env', 'verifier_mode', 'env_settings', 'evaluation_seeds', 'training_seeds',
-           'start_episode', 'expert_formula', 'oracle_answer']
+           'TRAINING_SEED_OFFSET', 'HOLDOUT', 'EVALUATION_SEEDS', 'Task', 'get_task', 'TaskFamily',
+           'GeneralPointsFamily', 'action_space', 'NavigationFamily', 'make_env', 'verifier_mode', 'env_settings',
+           'evaluation_seeds', 'training_seeds', 'start_episode', 'opening_key', 'openings', 'evaluation_openings',
+           'expert_formula', 'oracle_answer']
 
 # %% ../nbs/03_tasks.ipynb #1c0e55f9
 TRAIN_SPLIT = 'train'
@@ -266,6 +268,30 @@ def start_episode(env, task, split: str, seed: int, index: int = 0):
     "Reset `env` for episode `index` of `split`, seeded `seed`: route `index mod 18` in order on V-IRL's `ood_visual`."
     task = get_task(task)
     return env.reset(seed=seed, options=task.family.reset_options(env, split, index))
+
+# %% ../nbs/03_tasks.ipynb #60e76586
+HOLDOUT = 1000            # evaluation episodes per split and seed that no training set may open like
+EVALUATION_SEEDS = (0,)   # the evaluation seeds the experiments use
+
+def opening_key(task, obs: dict, info: dict) -> str:
+    "An episode's first observation as a key: its prompt text and what its image is drawn from."
+    task, shown = get_task(task), ''
+    if task.vision:
+        shown = json.dumps(task.family.image_source(info))
+    return obs['text'] + '\x00' + shown
+
+def openings(task, split: str, seeds: list[int], **env_kwargs) -> list[str]:
+    "The `opening_key` of each episode seeded by `seeds` (in order) of `task`/`split`."
+    task, env = get_task(task), make_env(task, split, **env_kwargs)
+    return [opening_key(task, *start_episode(env, task, split, s, i)) for i, s in enumerate(seeds)]
+
+def evaluation_openings(task, holdout: int = HOLDOUT, seeds=EVALUATION_SEEDS, **env_kwargs) -> set[str]:
+    "The opening keys of the first `holdout` evaluation episodes of every split of `task`, for each seed."
+    task = get_task(task)
+    if not task.family.openings_repeat: return set()   # V-IRL trains and evaluates in different cities
+    if task.vision: env_kwargs = {**env_kwargs, 'resolution': task.family.key_resolution}   # keys do not read pixels
+    return {key for split in task.splits for seed in seeds
+            for key in openings(task, split, evaluation_seeds(seed, holdout), **env_kwargs)}
 
 # %% ../nbs/03_tasks.ipynb #04229681
 def expert_formula(numbers, target: int = 24) -> str | None:

@@ -8,12 +8,11 @@ import torch
 
 from sftrl.core import FEEDBACK_PREFIX
 from sftrl.dpo import (dpo_run, pairs_record, preference_pairs, replay, saved_pairs, train_dpo)
-from sftrl.evaluate import opening_key
 from sftrl.models import load_policy
 from sftrl.runs import checkpoint_table
-from sftrl.sft import evaluation_openings, sft_run, train_sft
+from sftrl.sft import sft_run, train_sft
 from sftrl.study import at_equal_compute, evaluate_arms, read_figure_csv, run_experiment, study_arms
-from sftrl.tasks import TRAINING_SEED_OFFSET, make_env, start_episode
+from sftrl.tasks import TRAINING_SEED_OFFSET, evaluation_openings, make_env, opening_key, start_episode
 
 
 @pytest.fixture(scope='module')

@@ -31,7 +31,8 @@ from sftrl.ledger import finished
 from sftrl.models import build_text_policy, build_tokenizer, save_policy, task_texts
 from sftrl.rl import rl_checkpoints, rl_run, train_rl
 from sftrl.runs import CheckpointCompute, checkpoint_table
-from sftrl.sft import evaluation_openings, sft_run, train_sft
+from sftrl.sft import sft_run, train_sft
+from sftrl.tasks import evaluation_openings
 
 N, BATCH = 24, 4
 SCRIPT = f"""
