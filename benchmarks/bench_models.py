@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, count_parameters, flops_per_token, task_texts
+from sftrl.compute import flops_per_token
+from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, count_parameters, task_texts
 
 logging.set_verbosity_error()
 

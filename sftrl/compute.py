@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['sft_flops', 'rl_flops', 'gflops', 'TokenCount', 'count_tokens', 'counted_rl_flops', 'implied_lambda', 'init_tokens']
+__all__ = ['flops_per_token', 'sft_flops', 'rl_flops', 'gflops', 'TokenCount', 'count_tokens', 'counted_rl_flops',
+           'implied_lambda', 'init_tokens']
 
 # %% ../nbs/04b_compute.ipynb #8d03dea6
+def flops_per_token(n_params: int, training: bool = True) -> int:
+    "Compute per token: 6N to train (forward + backward), 2N forward only (App. C.3's 6ND and 2ND)."
+    return (6 if training else 2) * n_params
+
 def sft_flops(n_params: int, tokens_init: int, tokens_sft: int) -> float:
     "App. C.3: X_SFT = 6N(D_init + D_SFT)."
     return 6.0 * n_params * (tokens_init + tokens_sft)
@@ -39,6 +44,9 @@ class TokenCount:
 
     def __add__(self, other: TokenCount) -> TokenCount:
         return TokenCount(self.prompt + other.prompt, self.image + other.image, self.generated + other.generated)
+
+    def __mul__(self, times: int) -> TokenCount:   # the same tokens processed `times` times (epochs, passes)
+        return TokenCount(self.prompt * times, self.image * times, self.generated * times)
 
 def count_tokens(prompt_lengths, generated_lengths, image_tokens=0) -> TokenCount:
     "The tokens of one batch: unpadded prompt lengths, generated lengths, image tokens per sample (an int or one per sample)."

@@ -309,9 +309,8 @@ def _zero_totals() -> dict:
 def _add_round(totals: dict, played: RolloutRound, run: GRPORun, steps: int) -> dict:
     "Totals after one more update: its samples trained `epochs` times; generation plus TRL's extra forward passes."
     passes = int(steps > 1) + int(run.beta != 0)
-    extra = TokenCount(*(passes * n for n in (played.samples.prompt, played.samples.image, played.samples.generated)))
-    trained = TokenCount(*(run.epochs * n for n in (played.samples.prompt, played.samples.image, played.samples.generated)))
-    return {'trained': totals['trained'] + trained, 'rollouts': totals['rollouts'] + played.generation + extra,
+    return {'trained': totals['trained'] + played.samples * run.epochs,
+            'rollouts': totals['rollouts'] + played.generation + played.samples * passes,
             'd_rl': totals['d_rl'] + played.samples.total}
 
 

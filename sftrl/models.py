@@ -26,8 +26,7 @@ from .points import GeneralPointsEnv
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'ROLE_TOKENS', 'IMAGE_TOKEN', 'CHAT_TEMPLATE', 'POLICY_SIZES', 'MODEL_CLASSES', 'task_texts',
            'build_tokenizer', 'PolicySize', 'policy_size', 'Policy', 'build_text_policy', 'build_vision_policy',
-           'count_parameters', 'flops_per_token', 'save_policy', 'load_policy', 'paper_backbone_config',
-           'paper_backbone_on_meta']
+           'count_parameters', 'save_policy', 'load_policy', 'paper_backbone_config', 'paper_backbone_on_meta']
 
 # %% ../nbs/04_models.ipynb #62a02369
 def _points_texts(seed: int, split: str, vision: bool):
@@ -156,10 +155,6 @@ def build_vision_policy(tokenizer, size='smoke', seed: int = 0) -> Policy:
 def count_parameters(model: torch.nn.Module) -> int:
     "Number of parameters, counting tied weights once (works on the meta device)."
     return sum(p.numel() for p in model.parameters())
-
-def flops_per_token(n_params: int, training: bool = True) -> int:
-    "Compute per token: 6N to train (forward + backward), 2N forward only (App. C.3's 6ND and 2ND)."
-    return (6 if training else 2) * n_params
 
 # %% ../nbs/04_models.ipynb #2dfb72ca
 MODEL_CLASSES = {'llama': LlamaForCausalLM, 'llava': LlavaForConditionalGeneration,

@@ -24,7 +24,7 @@ from transformers import LogitsProcessorList
 
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
-from .compute import TokenCount, counted_rl_flops, implied_lambda, init_tokens, rl_flops
+from .compute import TokenCount, counted_rl_flops, gflops, implied_lambda, init_tokens, rl_flops
 from .runs import building, on_gpu
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
 from .generate import _answer_ids, _generation, _row_seed
@@ -745,7 +745,7 @@ def rl_checkpoints(folder) -> pd.DataFrame:
     "The kept checkpoints of a run with their compute (FLOPs counted and the paper's), in order."
     rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)} for c in Path(folder).glob('checkpoint-*')]
     table = pd.DataFrame(rows)
-    return table.assign(gflops=table.flops / 1e9, paper_gflops=table.paper_flops / 1e9).sort_values('update', ignore_index=True)
+    return table.assign(gflops=gflops(table.flops), paper_gflops=gflops(table.paper_flops)).sort_values('update', ignore_index=True)
 
 # %% ../nbs/08_rl.ipynb #37fb3a40
 def learning_rate_sweep(logs: dict[float, pd.DataFrame], max_kl: float = 0.05, metric: str = 'success_rate') -> pd.DataFrame:

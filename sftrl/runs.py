@@ -18,7 +18,7 @@ from filelock import FileLock
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .compute import sft_flops
+from .compute import gflops, sft_flops
 from .core import write_atomically
 
 # %% auto #0
@@ -179,4 +179,4 @@ def checkpoint_table(folder) -> pd.DataFrame:
     rows = [{**json.loads((c / 'compute.json').read_text()), 'path': str(c)}
             for c in Path(folder).glob('checkpoints/checkpoint-*') if (c / 'compute.json').exists()]
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=['step', 'epoch', 'tokens', 'n_params', 'flops', 'path'])
-    return table.assign(gflops=table.flops / 1e9).sort_values('step', ignore_index=True)
+    return table.assign(gflops=gflops(table.flops)).sort_values('step', ignore_index=True)
