@@ -14,6 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from .base import base_cache
+from .compute import gflops
 from .core import config_hash
 from .dpo import dpo_folder, dpo_run, train_dpo
 from .evaluate import evaluate, load_evaluation, paired_comparison, summarize
@@ -114,8 +115,8 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
         metrics = summarize(steps, episodes, task)
         record_evaluation(out, study.name, key, metrics.drop(columns='per').to_dict('index'))
     row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'log': str(out), 'episodes': len(episodes),
-           'tokens': compute.get('tokens', 0), 'gflops': compute.get('flops', 0.0) / 1e9,
-           'paper_gflops': compute.get('paper_flops', compute.get('flops', 0.0)) / 1e9}
+           'tokens': compute.get('tokens', 0), 'gflops': gflops(compute.get('flops', 0.0)),
+           'paper_gflops': gflops(compute.get('paper_flops', compute.get('flops', 0.0)))}
     for name in METRICS:
         if name in metrics.index: row[name], row[f'{name}_se'] = metrics.loc[name, 'value'], metrics.loc[name, 'se']
     return row
@@ -175,7 +176,7 @@ def rl_arms(task, preset, init, seed: int = 0, root='runs', trainer: str = 'ppo'
     "The RL run (`trainer` 'ppo', or 'grpo' as the arm GRPO) of `task` from `init` as a series: Init (its compute so far), then its checkpoints."
     by_trainer = {arm.trainer: arm for arm in ARMS.values() if arm.trainer}
     if trainer not in by_trainer: raise ValueError(f"trainer must be {' or '.join(map(repr, by_trainer))}, got {trainer!r}")
-    start, arm = _compute(init).get('flops', 0.0) / 1e9, by_trainer[trainer]
+    start, arm = gflops(_compute(init).get('flops', 0.0)), by_trainer[trainer]
     table = rl_checkpoints(arm.train(task, preset, init, seed, root, **overrides))
     rows = ([{'arm': 'Init', 'path': str(init), 'step': 0, 'gflops': start, 'paper_gflops': start}]
             + [{'arm': arm.name, 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops}
