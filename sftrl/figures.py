@@ -28,8 +28,8 @@ from .tasks import get_task
 __all__ = ['PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS',
            'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values', 'change_from_init',
            'at_equal_compute', 'series_ends', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv',
-           'smooth', 'draw_curve', 'draw_arms', 'arms_figure', 'series_figure', 'draw_bars', 'overall_success',
-           'overall_success_reading']
+           'smooth', 'draw_curve', 'draw_arms', 'percent_limits', 'percent_axis', 'arms_figure', 'series_figure',
+           'draw_bars', 'overall_success', 'overall_success_reading']
 
 # %% ../nbs/16_figures.ipynb #41499628
 class ArmValues(NamedTuple):
@@ -142,6 +142,19 @@ def draw_arms(ax, part: pd.DataFrame, value: str = 'value', x: str = 'gflops'):
 SPLIT_TITLES = {'id': 'ID', 'ood_rule': 'OOD (rule)', 'ood_visual': 'OOD (visual)'}
 METRIC_LABELS = {'success': 'success %', 'per_step_accuracy': 'per-step accuracy %', 'recognition_accuracy': 'recognition %'}
 
+def percent_limits(values, least: float = 5.0, margin: float = 0.05) -> tuple[float, float]:
+    "Limits of an axis in % (or points): from 0, or from the lowest value where one is negative (a growth), to the highest, at least `least` apart, `margin` of the span to spare each side."
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    low, high = min(0.0, values.min(initial=0.0)), max(0.0, values.max(initial=0.0))
+    high = max(high, low + least)
+    return low - margin * (high - low), high + margin * (high - low)
+
+def percent_axis(ax, axis: str = 'y', least: float = 5.0):
+    "Set `ax`'s `axis` ('x' or 'y'), in %, to the `percent_limits` of all drawn on it (points, error bars, lines)."
+    drawn = ax.dataLim.intervaly if axis == 'y' else ax.dataLim.intervalx
+    (ax.set_ylim if axis == 'y' else ax.set_xlim)(percent_limits(drawn, least))
+
 def arms_figure(data: pd.DataFrame, tasks, splits, value: str = 'value', title: str = ''):
     "A grid of `draw_arms` panels: one row per split, one column per task; `value` a metric column in %."
     fig, axes = plt.subplots(len(splits), len(tasks), figsize=(3.2 * len(tasks), 2.6 * len(splits)), squeeze=False)
@@ -152,6 +165,7 @@ def arms_figure(data: pd.DataFrame, tasks, splits, value: str = 'value', title: 
             ax.set_title(f"{get_task(task).title} — {SPLIT_TITLES[split]}")
             metric = part.metric.iloc[0] if value == 'value' and len(part) else value
             ax.set_xlabel('training GFLOPs'); ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+            percent_axis(ax)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title); fig.tight_layout()
     return fig
@@ -167,6 +181,7 @@ def series_figure(data: pd.DataFrame, panels: str, series: str, value: str = 'va
         metric = data.metric.iloc[0] if value == 'value' else value
         ax.set_title(SPLIT_TITLES.get(key, f'{panels.replace("_", " ")}: {key}'))
         ax.set_xlabel('training GFLOPs'); ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        percent_axis(ax)
     axes[0][0].legend(fontsize=6, title=series.replace('_', ' '), title_fontsize=6)
     fig.suptitle(title); fig.tight_layout()
     return fig
