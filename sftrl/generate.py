@@ -57,6 +57,12 @@ def encode(policy: Policy, batch: list[dict]) -> dict:
 def _row_seed(seed: int, item: dict) -> int:
     return int.from_bytes(hashlib.sha256(json.dumps([seed, observation_digest(item)]).encode()).digest()[:8], 'little')
 
+def _row_seeds(seed, batch: list[dict]) -> list[int]:
+    "Each row's sampling seed, from `seed` (one int for every row, or one per row) and the row's observation."
+    seeds = [seed] * len(batch) if isinstance(seed, int) else list(seed)
+    if len(seeds) != len(batch): raise ValueError(f"one seed per row: {len(seeds)} seeds for {len(batch)} rows")
+    return [_row_seed(s, item) for s, item in zip(seeds, batch)]
+
 class RowSeededSampling(LogitsProcessor):
     "Sampling at `temperature` through per-row Gumbel noise (one seeded generator per row): batch-independent draws."
     def __init__(self, temperature: float, row_seeds: list[int]):
@@ -91,10 +97,10 @@ def _answer_ids(row: torch.Tensor, tokenizer) -> list[int]:
 
 def generate(policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
              max_new_tokens: int = 256) -> Generation:
-    "Answer a batch of observations: greedy (`temperature` 0) or sampled from `seed` and each observation."
+    "Answer a batch of observations: greedy (`temperature` 0) or sampled from `seed` (one for every row, or one per row) and each observation."
     if not batch: return Generation([], [], [], TokenCount())
     inputs, tokenizer = encode(policy, batch), policy.tokenizer
-    sampling = LogitsProcessorList([RowSeededSampling(temperature, [_row_seed(seed, b) for b in batch])]) if temperature > 0 else None
+    sampling = LogitsProcessorList([RowSeededSampling(temperature, _row_seeds(seed, batch))]) if temperature > 0 else None
     device = next(policy.model.parameters()).device
     with torch.no_grad():
         out = policy.model.generate(**{k: v.to(device) for k, v in inputs.items()}, do_sample=False, num_beams=1,
@@ -330,7 +336,8 @@ class GenerationEngine:
         if policy.kind == 'vision': return generate(policy, batch, temperature, seed, max_new_tokens)   # not cached (yet)
         if policy.model is not self.model: self.reset(); self.model = policy.model
         chats, order = self._rows(policy, batch, max_new_tokens)
-        sampling = RowSeededSampling(temperature, [_row_seed(seed, batch[i]) for i in order]) if temperature > 0 else None
+        seeds = _row_seeds(seed, batch)
+        sampling = RowSeededSampling(temperature, [seeds[i] for i in order]) if temperature > 0 else None
         with _on_rows(policy.model):
             first = _prefill(policy, chats[0].cache, chats)
             answers = _decode(policy, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
@@ -404,8 +411,8 @@ class VLLMGenerator:
                          'multi_modal_data': {'image': _pil(item['image'])}} for text, item in zip(chat_texts(policy, batch), batch)]
         else: requests = [{'prompt_token_ids': ids} for ids in prompts]
         params = [self.vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, detokenize=False,
-                                           seed=_row_seed(seed, item) % 2**63 if temperature > 0 else None,
-                                           stop_token_ids=[tokenizer.eos_token_id]) for item in batch]
+                                           seed=row_seed % 2**63 if temperature > 0 else None,
+                                           stop_token_ids=[tokenizer.eos_token_id]) for row_seed in _row_seeds(seed, batch)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return _generation(tokenizer, prompts, [_finished_ids(o.outputs[0], tokenizer.eos_token_id) for o in outputs])
 

@@ -27,7 +27,7 @@ from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, gflops, implied_lambda, init_tokens, rl_flops
 from .runs import building, on_gpu
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
-from .generate import _answer_ids, _generation, _row_seed
+from .generate import _answer_ids, _generation, _row_seeds
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .presets import preset_run
 from .tasks import (env_settings, evaluation_openings, evaluation_seeds, get_task, make_env, opening_key, start_episode,
@@ -226,7 +226,7 @@ def _final_norm(model):
     return getattr(decoder, 'norm', None)
 
 def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]], pixels: list, batch: list[dict],
-            temperature: float, seed: int, max_new_tokens: int) -> tuple[Generation, list[list[float]], list[float]]:
+            temperature: float, seed: int | list[int], max_new_tokens: int) -> tuple[Generation, list[list[float]], list[float]]:
     "Answers continuing `prompts` (ids), sampled as `generate` samples (each row seeded from `seed` and its observation); each answer token's log-probability and the value at the last prompt token, read while generating."
     tokenizer, model, device = policy.tokenizer, policy.model, next(policy.model.parameters()).device
     width = max(map(len, prompts))
@@ -234,7 +234,7 @@ def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]],
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     extra = {'pixel_values': torch.stack(pixels).to(device)} if pixels[0] is not None else {}
     banned = [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # a LLaVA cannot read an answer holding one
-    sampling, last_hidden = _Recording(temperature, [_row_seed(seed, item) for item in batch], banned), []
+    sampling, last_hidden = _Recording(temperature, _row_seeds(seed, batch), banned), []
     keep_first = lambda module, args, out: None if last_hidden else last_hidden.append(out[:, -1])   # the prompt's pass: left-padded, -1 is its last token
     hook = _final_norm(model).register_forward_hook(keep_first) if _final_norm(model) is not None else None
     try:
@@ -280,7 +280,7 @@ def _play(env, turn: Turn, text: str, state: tuple, official_budget: bool) -> tu
     turn.success = bool(terminated and info['verdict'].correct)
     return None if turn.done else (obs, info, episode, state[3])
 
-def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[dict], kept: list, temperature: float, seed: int,
+def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[dict], kept: list, temperature: float, seed: int | list[int],
             max_new_tokens: int):
     "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None)."
     if generator is not None:   # another backend answers the observations; `collect` scores the turns after
@@ -327,8 +327,10 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         batch = [_observation(task, *states[i][:2]) for i in live]
         for i, item in zip(live, batch):
             if generator is None and kept[i] is None: kept[i] = _encoded(policy, item)   # a chat that starts is encoded
+        round_seed = hash((seed, round_)) % 2**63   # a group's members show the same chat: each draws from its own seed
+        seeds = [round_seed if i % size == 0 else hash((round_seed, i % size)) % 2**63 for i in live]
         out, pixels, logprobs, values = _answer(policy, actor_critic, generator, batch, [kept[i] for i in live], temperature,
-                                                hash((seed, round_)) % 2**63, max_new_tokens)
+                                                seeds, max_new_tokens)
         tokens, round_ = tokens + out.tokens, round_ + 1
         new = [Turn(p, a, action_weights(tokenizer, a, task.family.action_key, thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, pixels)]

@@ -308,3 +308,15 @@ def test_the_generation_engine_plays_the_rollout_own_sampling_plays(policy, head
         gap = max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs))
         assert gap < 1e-5 and abs(a.value - b.value) < 1e-5, (k, gap, a.answer_ids, [round(x - y, 6) for x, y in zip(a.token_logprobs, b.token_logprobs)])
     assert max(abs(x - y) for x, y in zip(own.last_values, engine.last_values)) < 1e-5
+
+
+def test_the_episodes_of_a_group_sample_apart(policy, head):
+    "A group's environments show the same chat, yet each samples its own answer: else every episode of a hand is the same and the group baseline is 0."
+    rollout = collect(policy, head, 'gp-l', steps=4, n_envs=4, seed=0, temperature=1.0, max_new_tokens=8, group_size=2)
+    first = {}
+    for t in rollout.turns: first.setdefault(t.episode, t)
+    by_hand = {}
+    for t in first.values(): by_hand.setdefault(t.hand, []).append(t)
+    assert len(by_hand) == 2 and all(len(ts) == 2 for ts in by_hand.values())
+    for a, b in by_hand.values():
+        assert a.prompt_ids == b.prompt_ids and a.answer_ids != b.answer_ids
