@@ -19,13 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from .core import STEP_LIMIT
-from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, openings, oracle_answer,
-                         start_episode, training_seeds)
+from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, observation_digest, openings, oracle_answer,
+                         random_mistake_policy, start_episode, training_seeds)
+_all_ = ['observation_digest', 'random_mistake_policy']   # handed on from sftrl.tasks, where SFT's data takes them
 
 # %% auto #0
-__all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'observation_digest', 'random_mistake_policy', 'read_log', 'evaluate',
-           'load_evaluation', 'binomial_se', 'categories', 'follows_rule', 'rule_validity', 'summarize',
-           'paired_comparison', 'prompt_overlap']
+__all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate', 'load_evaluation', 'binomial_se', 'categories',
+           'follows_rule', 'rule_validity', 'summarize', 'paired_comparison', 'prompt_overlap', 'observation_digest',
+           'random_mistake_policy']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -41,27 +42,6 @@ def constant_policy(text: str = '') -> PolicyFn:
     "The same `text` for every observation (the empty answer by default)."
     if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
     return lambda batch: [text] * len(batch)
-
-# %% ../nbs/09_evaluate.ipynb #60406eae
-def observation_digest(item: dict) -> int:
-    "A 64-bit number naming what a policy sees (the chat, and the image's pixels): the same on every machine."
-    messages = [[m['role'], m['content'] if isinstance(m['content'], str) else repr(m['content'])] for m in item['messages']]
-    digest = hashlib.sha256(json.dumps(messages).encode())
-    image = item.get('image')
-    if image is not None: digest.update(repr(np.shape(image)).encode() + np.ascontiguousarray(image).tobytes())
-    return int.from_bytes(digest.digest()[:8], 'little')
-
-def random_mistake_policy(task, p: float = 0.3, seed: int = 0) -> PolicyFn:
-    "The oracle, wrong with probability `p` at each turn (the family's `mistake`: a wrong action, misread cards or a formula that misses 24); the draw depends on `seed` and the observation only, not on the batch."
-    task = get_task(task)
-    if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    def answer(batch):
-        out = []
-        for item in batch:
-            rng = np.random.default_rng([seed, observation_digest(item)])
-            out.append(task.family.mistake(item['info'], task.vision, rng) if rng.random() < p else oracle_answer(task, item, item['info']))
-        return out
-    return answer
 
 # %% ../nbs/09_evaluate.ipynb #24d61dca
 @dataclass(eq=False)

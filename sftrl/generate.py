@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import AttentionInterface, LogitsProcessor, LogitsProcessorList
 
 from .compute import TokenCount
-from .evaluate import observation_digest
+from .tasks import observation_digest
 from .models import IMAGE_TOKEN, Policy
 
 # %% auto #0

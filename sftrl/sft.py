@@ -18,8 +18,7 @@ from trl import SFTConfig, SFTTrainer
 from .core import config_hash, installed_trackers, write_atomically
 from .ledger import checkpoint_name
 from .tasks import (HOLDOUT, env_settings, evaluation_openings, get_task, make_env, opening_key, oracle_answer, start_episode,
-                         training_seeds)
-from .evaluate import random_mistake_policy
+                         random_mistake_policy, training_seeds)
 from .models import Policy, count_parameters, load_policy
 from .presets import preset_run
 from .runs import CheckpointCompute, ResumeAsPretrained, building, on_gpu, optimizer_steps, train_to_end, training_precision

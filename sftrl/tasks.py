@@ -5,8 +5,12 @@
 # %% ../nbs/03_tasks.ipynb #63ba72b6
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
 
 from .core import Verdict, episode_seeds
 from .cards import CardRule, solve
@@ -27,7 +31,7 @@ __all__ = ['TRAIN_SPLIT', 'EVAL_SPLITS', 'TASKS', 'GENERAL_POINTS', 'VIRL', 'FAM
            'TRAINING_SEED_OFFSET', 'HOLDOUT', 'EVALUATION_SEEDS', 'Task', 'get_task', 'TaskFamily',
            'GeneralPointsFamily', 'action_space', 'NavigationFamily', 'make_env', 'verifier_mode', 'env_settings',
            'evaluation_seeds', 'training_seeds', 'start_episode', 'opening_key', 'openings', 'evaluation_openings',
-           'expert_formula', 'oracle_answer']
+           'expert_formula', 'oracle_answer', 'observation_digest', 'random_mistake_policy']
 
 # %% ../nbs/03_tasks.ipynb #1c0e55f9
 TRAIN_SPLIT = 'train'
@@ -309,3 +313,24 @@ def _rail_point(info: dict) -> RailPoint:
 def oracle_answer(task, obs: dict, info: dict) -> str:
     "The expert's answer to the current observation of `task`, in the paper's answer format, from `info`'s ground truth."
     return get_task(task).family.oracle(info)
+
+# %% ../nbs/03_tasks.ipynb #c4e7a1b1
+def observation_digest(item: dict) -> int:
+    "A 64-bit number naming what a policy sees (the chat, and the image's pixels): the same on every machine."
+    messages = [[m['role'], m['content'] if isinstance(m['content'], str) else repr(m['content'])] for m in item['messages']]
+    digest = hashlib.sha256(json.dumps(messages).encode())
+    image = item.get('image')
+    if image is not None: digest.update(repr(np.shape(image)).encode() + np.ascontiguousarray(image).tobytes())
+    return int.from_bytes(digest.digest()[:8], 'little')
+
+def random_mistake_policy(task, p: float = 0.3, seed: int = 0) -> Callable[[list[dict]], list[str]]:
+    "The oracle, wrong with probability `p` at each turn (the family's `mistake`: a wrong action, misread cards or a formula that misses 24); the draw depends on `seed` and the observation only, not on the batch."
+    task = get_task(task)
+    if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    def answer(batch):
+        out = []
+        for item in batch:
+            rng = np.random.default_rng([seed, observation_digest(item)])
+            out.append(task.family.mistake(item['info'], task.vision, rng) if rng.random() < p else oracle_answer(task, item, item['info']))
+        return out
+    return answer
