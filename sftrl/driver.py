@@ -97,7 +97,7 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
                                parameters={'preset': study.name, 'seeds': seeds, 'figures_dir': str(Path(figures_dir).resolve()),
                                            'root': str(Path(root).resolve()), **params})
     _stamp_parameters(Path(figures_dir) / f'{name}.csv', params, started)
-    write_atomically(out.with_suffix('.done'), json.dumps({'wall_seconds': round(time.time() - started, 1), 'seeds': seeds}))
+    write_atomically(out.with_suffix('.done'), json.dumps({'wall_seconds': round(time.time() - started, 1), 'seeds': seeds, 'parameters': params}))
     return out
 
 # %% ../nbs/17_driver.ipynb #aa136e23
@@ -116,7 +116,7 @@ def _fresh(on: bool):
 
 def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures_dir=None, root='runs',
               folder=None, log=print, jobs: int = 1, fresh: bool = False, params: dict | None = None) -> list[Path]:
-    """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping finished ones unless `force`.
+    """Run every experiment notebook (or those in `only`) for `preset`, `jobs` at a time, skipping those finished with the same seeds and `params` unless `force`.
     Figures go to `figures_dir`, by default `figures/` (`runs/smoke/figures` for the smoke preset). Finished runs and
     evaluations come from the ledger (`sftrl.ledger`) unless `fresh`, which recomputes everything and reruns every notebook.
     `params`: notebook parameters passed to every experiment run (each must declare them, e.g. `{'tasks': ['gp-l']}` with `only`)."""
@@ -132,10 +132,14 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
     with _fresh(fresh):
         kept = ledger_for(study.name)
         log(f"ledger: {kept if kept else 'none'}" + (' (not read: fresh)' if kept and not reading() else ''))
-    past = {n: json.loads((done_dir / f'{n}.done').read_text())['wall_seconds'] for n in names if (done_dir / f'{n}.done').exists()}
+    records = {n: json.loads((done_dir / f'{n}.done').read_text()) for n in names if (done_dir / f'{n}.done').exists()}
+    past, want = {n: r['wall_seconds'] for n, r in records.items()}, list(range(study.seeds)) if seeds is None else list(seeds)
+    same = {n for n, r in records.items() if r.get('seeds') == want and r.get('parameters', {}) == (params or {})}   # finished as asked
     for k, name in enumerate(names, 1):
-        if name in past and not force: log(f"[{k}/{len(names)}] {name}: finished before ({past[name]:.0f} s), skipped")
-    todo = [n for n in names if force or n not in past]
+        if force: continue
+        if name in same: log(f"[{k}/{len(names)}] {name}: finished before ({past[name]:.0f} s), skipped")
+        elif name in past: log(f"[{k}/{len(names)}] {name}: finished before with other seeds or parameters, run again")
+    todo = [n for n in names if force or n not in same]
     def run(name):
         k = names.index(name) + 1
         left = sum(past[n] for n in todo[todo.index(name):] if n in past) / jobs   # what the reruns took last time
