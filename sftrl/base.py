@@ -9,7 +9,7 @@ import itertools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, default_data_collator
 
-from .cards import FACE_RANKS, RANKS, SUITS, CardRule, is_solvable, solve
+from .cards import RANKS, SUITS, CardRule, is_solvable, solve
 from .city import DIRECTIONS, LANDMARK_KINDS, compass_direction
 from .core import config_hash
 from .ledger import restore_base

@@ -9,7 +9,7 @@ import copy
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset, load_from_disk

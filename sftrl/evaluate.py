@@ -5,7 +5,6 @@
 # %% ../nbs/09_evaluate.ipynb #70cffcd2
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .core import STEP_LIMIT
-from .tasks import (Task, action_space, evaluation_seeds, get_task, make_env, observation_digest, openings, oracle_answer,
+from .tasks import (Task, evaluation_seeds, get_task, make_env, observation_digest, openings, oracle_answer,
                          random_mistake_policy, start_episode, training_seeds)
 _all_ = ['observation_digest', 'random_mistake_policy']   # handed on from sftrl.tasks, where SFT's data takes them
 

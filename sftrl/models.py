@@ -5,12 +5,10 @@
 # %% ../nbs/04_models.ipynb #ac476882
 from __future__ import annotations
 
-import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models as bpe_models, pre_tokenizers, trainers
@@ -19,7 +17,7 @@ from transformers import (AutoConfig, AutoProcessor, AutoTokenizer, LlamaConfig,
                           PreTrainedTokenizerFast, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration,
                           SiglipImageProcessorPil, SiglipVisionConfig)
 
-from .core import FEEDBACK_PREFIX, episode_seeds, write_folder_atomically
+from .core import episode_seeds, write_folder_atomically
 from .nav import NavigationEnv, oracle_answer
 from .points import GeneralPointsEnv
 
