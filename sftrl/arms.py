@@ -30,9 +30,9 @@ from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
 # %% auto #0
-__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo', 'base_checkpoint',
-           'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'Arm', 'rl_arms', 'sft_arms', 'dpo_arms',
-           'study_arms', 'rl_learning_rate_grid']
+__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'study_run', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo',
+           'base_checkpoint', 'evaluation_log', 'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'Arm',
+           'rl_arms', 'sft_arms', 'dpo_arms', 'chosen_init', 'study_arms', 'rl_learning_rate_grid']
 
 # %% ../nbs/15_arms.ipynb #d31c840a
 def _weights(checkpoint) -> Path:
@@ -53,27 +53,38 @@ def _through_ledger(folder: Path, preset, train, start=None) -> Path:
     record_run(done, name)
     return done
 
-def _trained(make_run, folder, train, kind: str, task, preset, seed: int, root, overrides: dict, init=None) -> Path:
-    "The run `make_run` makes of `task` under `preset` (from `init`) in the preset's `kind` folder: trained once, then cached and kept."
+_TRAINERS = {'sft': (sft_run, sft_folder, train_sft), 'rl': (rl_run, rl_folder, train_rl),
+             'dpo': (dpo_run, dpo_folder, train_dpo), 'grpo': (grpo_run, grpo_folder, train_grpo)}
+
+def study_run(kind: str, task, preset, seed: int = 0, root='runs', init=None, **overrides) -> tuple:
+    "The config and the folder of the `kind` run ('sft', 'rl', 'dpo', 'grpo') of `task` under `preset` (from `init`): what `trained_<kind>` trains, named without training."
+    if kind not in _TRAINERS: raise ValueError(f"kind must be one of {list(_TRAINERS)}, got {kind!r}")
+    make_run, folder, _ = _TRAINERS[kind]
     start = {} if init is None else {'init': str(init)}
-    run, where = make_run(study_preset(preset).name, task, seed=seed, **start, **overrides), runs_root(preset, root) / kind
-    return _through_ledger(folder(run, where), preset, lambda: train(run, root=where, progress=False), init)
+    run = make_run(study_preset(preset).name, task, seed=seed, **start, **overrides)
+    return run, folder(run, runs_root(preset, root) / kind)
+
+def _trained(kind: str, task, preset, seed: int, root, overrides: dict, init=None) -> Path:
+    "The `kind` run of `task` under `preset` (from `init`) in the preset's `kind` folder: trained once, then cached and kept."
+    run, folder = study_run(kind, task, preset, seed, root, init, **overrides)
+    train = _TRAINERS[kind][2]
+    return _through_ledger(folder, preset, lambda: train(run, root=folder.parent, progress=False), init)
 
 def trained_sft(task, preset, seed: int = 0, root='runs', **overrides) -> Path:
     "The SFT run of `task` under `preset` (trained once, then cached and kept in the ledger)."
-    return _trained(sft_run, sft_folder, train_sft, 'sft', task, preset, seed, root, overrides)
+    return _trained('sft', task, preset, seed, root, overrides)
 
 def trained_rl(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The RL run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
-    return _trained(rl_run, rl_folder, train_rl, 'rl', task, preset, seed, root, overrides, init)
+    return _trained('rl', task, preset, seed, root, overrides, init)
 
 def trained_dpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The DPO run of `task` under `preset` from checkpoint `init` (trained once, then cached and kept in the ledger)."
-    return _trained(dpo_run, dpo_folder, train_dpo, 'dpo', task, preset, seed, root, overrides, init)
+    return _trained('dpo', task, preset, seed, root, overrides, init)
 
 def trained_grpo(task, preset, init, seed: int = 0, root='runs', **overrides) -> Path:
     "The GRPO run (TRL's `GRPOTrainer`, `sftrl.grpo`) of `task` under `preset` from checkpoint `init` (trained once, then cached and kept)."
-    return _trained(grpo_run, grpo_folder, train_grpo, 'grpo', task, preset, seed, root, overrides, init)
+    return _trained('grpo', task, preset, seed, root, overrides, init)
 
 def base_checkpoint(task, preset) -> Path:
     "The base model of `task`'s modality under `preset` (built once, or found in the ledger): where RL starts with no SFT (Fig. 9)."
@@ -95,17 +106,23 @@ def _load(checkpoint, device):
     "The checkpoint's policy (`_weights` says what to do when its run came from the ledger without them)."
     return load_policy(_weights(checkpoint), device=device)
 
+def evaluation_log(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
+                   resolution: int | None = None, root='runs', compute: dict | None = None) -> tuple[dict, Path]:
+    "The key of `evaluation` (everything that decides its episodes) and the log it caches them in; nothing is evaluated. `compute`: the checkpoint's record, if read elsewhere (the ledger)."
+    study, task = study_preset(preset), get_task(task)
+    resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
+    key = {'checkpoint': checkpoint_name(checkpoint), 'compute': _compute(checkpoint) if compute is None else compute,
+           'task': task.name, 'split': split, 'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter,
+           'temperature': temperature, 'max_new_tokens': study.max_new_tokens,
+           'env_kwargs': env_settings(task, resolution, study.verifier)}
+    return key, runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
+
 def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
                resolution: int | None = None, root='runs') -> dict:
     "One checkpoint evaluated on one split (cached, and kept in the ledger): the paper's metrics with standard errors, and its compute."
     study, task = study_preset(preset), get_task(task)
-    compute = _compute(checkpoint)
-    resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
-    env_kwargs = env_settings(task, resolution, study.verifier)
-    key = {'checkpoint': checkpoint_name(checkpoint), 'compute': compute, 'task': task.name, 'split': split,
-           'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter, 'temperature': temperature,
-           'max_new_tokens': study.max_new_tokens, 'env_kwargs': env_kwargs}
-    out = runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
+    key, out = evaluation_log(checkpoint, task, split, preset, seed, viter, temperature, resolution, root)
+    compute, env_kwargs = key['compute'], key['env_kwargs']
     device = 'cuda' if on_gpu() else None   # evaluations are most of a study's time: on the GPU when there is one
     policy = _OnFirstCall(lambda: model_policy(_load(checkpoint, device), temperature, seed, study.max_new_tokens))
     with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
@@ -195,10 +212,15 @@ def dpo_arms(task, preset, init, seed: int = 0, root='runs', label: str = 'DPO',
     return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
                          'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
 
+def chosen_init(table: pd.DataFrame, task, preset, root='runs') -> int:
+    "The row of `table` (an `sft_arms` table) that `choose_init` picks, on the checkpoints' ID evaluations (cached)."
+    metric = get_task(task).metric
+    return choose_init(lambda k: evaluation(table.path.iloc[k], task, 'id', preset, root=root)[metric], len(table))
+
 def study_arms(task, preset, seed: int = 0, root='runs', with_dpo: bool = False, **rl_overrides) -> pd.DataFrame:
     "Init, SFT and RL checkpoints (and, `with_dpo`, DPO's from Init) of one seed of `task` under `preset`, with their GFLOPs."
-    table, metric = sft_arms(task, preset, seed, root), get_task(task).metric
-    k = choose_init(lambda k: evaluation(table.path.iloc[k], task, 'id', preset, root=root)[metric], len(table))
+    table = sft_arms(task, preset, seed, root)
+    k = chosen_init(table, task, preset, root)
     series = rl_arms(task, preset, table.path.iloc[k], seed, root, **rl_overrides)
     series.loc[0, 'step'] = table.step.iloc[k]
     dpo_series = [dpo_arms(task, preset, table.path.iloc[k], seed, root)] if with_dpo else []
