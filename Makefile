@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce figures demo test slow test-site export clean-nbs readme bench docs base
+.PHONY: install reproduce plan lane figures demo test slow test-site export clean-nbs readme bench docs base
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,14 @@ install: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/sftrl reproduce --preset $(or $(PRESET),tiny)
+
+# The text core's lanes (a task's SFT, Init, RL and the evaluations of Figs. 5 and 6): how far each is and its time left,
+# nothing run; `make lane TASK=gp-l` runs one, continuing where it stopped (two lanes side by side use the two cores).
+plan: $(STAMP)
+	$(BIN)/sftrl reproduce --plan --preset $(or $(PRESET),tiny)
+
+lane: $(STAMP)
+	$(BIN)/sftrl lane $(or $(TASK),$(error give the lane's task: make lane TASK=gp-l)) --preset $(or $(PRESET),tiny) --seed $(or $(SEED),0)
 
 # Redraw every committed figure as its CSV records it was drawn (preset, seeds, parameters), from the ledger: minutes, no training.
 figures: $(STAMP)
