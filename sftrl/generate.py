@@ -5,6 +5,7 @@
 # %% ../nbs/06_generate.ipynb #972dca4e
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -23,8 +24,9 @@ from .tasks import observation_digest
 from .models import IMAGE_TOKEN, Policy
 
 # %% auto #0
-__all__ = ['GENERATION_BACKENDS', 'chat_messages', 'chat_texts', 'encode', 'RowSeededSampling', 'Generation', 'generate',
-           'GenerationEngine', 'VLLMGenerator', 'generator', 'ModelPolicy', 'model_policy']
+__all__ = ['GENERATION_PRECISIONS', 'GENERATION_BACKENDS', 'chat_messages', 'chat_texts', 'encode', 'RowSeededSampling',
+           'Generation', 'generate', 'generation_precision', 'GenerationEngine', 'VLLMGenerator', 'generator',
+           'ModelPolicy', 'model_policy']
 
 # %% ../nbs/06_generate.ipynb #a04f5da1
 def chat_messages(messages: list[dict], vision: bool) -> list[dict]:
@@ -124,18 +126,20 @@ def _generation(tokenizer, prompts: list[list[int]], answers: list[list[int]]) -
 def _rows_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, row_groups=None, shared=None, **kwargs):
     "Grouped-query attention over a `_RowCache` (keys stored [rows, heads, d, columns]): no repeated keys, each group of rows over its own width."
     B, H, q, d = query.shape
-    kv_heads = key.shape[1]; group = H // kv_heads
-    query = query.reshape(B, kv_heads, group * q, d) * scaling
+    kv_heads, group, dtype = key.shape[1], H // key.shape[1], query.dtype   # a bf16 model's query: attention runs in the cache's float32
+    query = query.to(key.dtype).reshape(B, kv_heads, group * q, d) * scaling
     groups = row_groups or [(0, B, key.shape[-1])]
     if shared is not None and q == 1: out = _cascade(query, key, value, attention_mask, groups, shared, module.layer_idx)
     else:
-        outs = []
+        outs, step = [], 1 if q > 1 else B   # many queries a row (prefill): one row at a time, its scores stay in the CPU's cache
         for start, stop, width in groups:
-            scores = torch.matmul(query[start:stop], key[start:stop, :, :, :width])
-            scores = scores.view(stop - start, kv_heads, group, q, width) + attention_mask[start:stop, :, None, :, :width]
-            outs.append(torch.matmul(scores.softmax(-1).view(stop - start, kv_heads, group * q, width), value[start:stop, :, :width]))
+            for a in range(start, stop, step):
+                b = min(a + step, stop)
+                scores = torch.matmul(query[a:b], key[a:b, :, :, :width]).view(b - a, kv_heads, group, q, width)
+                scores.add_(attention_mask[a:b, :, None, :, :width])
+                outs.append(torch.matmul(scores.softmax(-1).view(b - a, kv_heads, group * q, width), value[a:b, :, :width]))
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
-    return out.view(B, H, q, d).transpose(1, 2), None
+    return out.view(B, H, q, d).transpose(1, 2).to(dtype), None
 
 def _cascade(query, key, value, attention_mask, groups, shared, layer: int):
     "One decoding step when every row starts with the same cached prefix: the prefix's keys and values are read once for all rows."
@@ -145,7 +149,7 @@ def _cascade(query, key, value, attention_mask, groups, shared, layer: int):
     on_prefix = torch.matmul(query.transpose(0, 1).reshape(kv_heads, B * group, d), prefix_keys).view(kv_heads, B, group, P).transpose(0, 1)
     outs, weights = [], []
     for start, stop, width in groups:
-        own = torch.matmul(query[start:stop], key[start:stop, :, :, P:width]) + attention_mask[start:stop, :, 0, P:width][:, :, None]
+        own = torch.matmul(query[start:stop], key[start:stop, :, :, P:width]).add_(attention_mask[start:stop, :, 0, P:width][:, :, None])
         probs = torch.cat([on_prefix[start:stop], own], -1).softmax(-1)    # one softmax over prefix and own columns
         weights.append(probs[..., :P])
         outs.append(torch.matmul(probs[..., P:], value[start:stop, :, P:width]))
@@ -158,10 +162,11 @@ class _RowCache:
     "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row."
     def __init__(self, model, rows: int, capacity: int):
         c, param = model.get_decoder().config, next(model.parameters())
+        dtype = torch.promote_types(param.dtype, torch.float32)   # a bf16 model's keys and values are kept in float32
         head_dim = getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads
         shape = (c.num_hidden_layers, rows, c.num_key_value_heads)
-        self.keys = torch.zeros(*shape, head_dim, capacity, dtype=param.dtype, device=param.device)   # transposed: q·k reads rows of columns
-        self.values = torch.zeros(*shape, capacity, head_dim, dtype=param.dtype, device=param.device)
+        self.keys = torch.zeros(*shape, head_dim, capacity, dtype=dtype, device=param.device)   # transposed: q·k reads rows of columns
+        self.values = torch.zeros(*shape, capacity, head_dim, dtype=dtype, device=param.device)
         self.target = None   # (rows, columns [R, W], width, span) of the next forward
 
     @property
@@ -171,8 +176,8 @@ class _RowCache:
         "What the model's attention layers call: write the new keys and values, return the rows' keys and values up to `width`."
         rows, columns, width, span = self.target
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys[rows[:, None], :, :, columns] = key_states.transpose(1, 2)
-        values[rows[:, None], :, columns] = value_states.transpose(1, 2)
+        keys[rows[:, None], :, :, columns] = key_states.transpose(1, 2).to(keys.dtype)
+        values[rows[:, None], :, columns] = value_states.transpose(1, 2).to(values.dtype)
         if span is not None: return keys[span, ..., :width], values[span, :, :width]   # a slice of rows: views, no copy
         return keys[rows, ..., :width], values[rows, :, :width]
 
@@ -320,27 +325,46 @@ def _choose(logits: torch.Tensor, sampling: tuple | None, live: torch.Tensor) ->
     return (logits.float().cpu() / temperature + noise).argmax(-1)
 
 # %% ../nbs/06_generate.ipynb #d1dfa64a
+GENERATION_PRECISIONS = ('fp32', 'bf16')
+
+def generation_precision() -> str:
+    "The precision rollouts generate in on a CPU: 'fp32' (the model's own numbers), or 'bf16' where `SFTRL_GENERATION_PRECISION=bf16` opts in."
+    chosen = os.environ.get('SFTRL_GENERATION_PRECISION', '') or 'fp32'
+    if chosen not in GENERATION_PRECISIONS: raise ValueError(f"SFTRL_GENERATION_PRECISION must be one of {GENERATION_PRECISIONS}, got {chosen!r}")
+    return chosen
+
+def _in_precision(model, precision: str):
+    "`model` itself for 'fp32'; for 'bf16' a frozen bf16 copy of it (weights copied now: an engine is `reset` when they change)."
+    if precision == 'fp32': return model
+    return copy.deepcopy(model).to(torch.bfloat16).eval().requires_grad_(False)
+
 class GenerationEngine:
-    "`generate` for many chats in flight: each chat's keys and values kept from one call to the next, shared prompt prefixes computed once."
-    def __init__(self, batch_size: int = 128, group_rows: int = 25, min_prefix: int = 16, retokenize: bool = False):
+    "`generate` for many chats in flight: each chat's keys and values kept from one call to the next, shared prompt prefixes computed once; `precision` 'bf16': the weights' matmuls in bf16 (opt-in: not `generate`'s numbers)."
+    def __init__(self, batch_size: int = 128, group_rows: int = 25, min_prefix: int = 16, retokenize: bool = False,
+                 precision: str = 'fp32'):
+        if precision not in GENERATION_PRECISIONS: raise ValueError(f"precision must be one of {GENERATION_PRECISIONS}, got {precision!r}")
         self.batch_size, self.group_rows, self.min_prefix, self.retokenize = batch_size, group_rows, min_prefix, retokenize
+        self.precision = precision
         self.reset()
 
     def reset(self):
         "Forget every cached chat and prefix (after the model's weights change)."
         self.model, self.chats, self.prefixes, self.stats = None, {}, [], {'prefilled': 0, 'reused': 0}
+        self.running = None   # the model the engine runs: the policy's own, or its bf16 copy
 
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int = 256) -> Generation:
         if not batch: return Generation([], [], [], TokenCount())
         if policy.kind == 'vision': return generate(policy, batch, temperature, seed, max_new_tokens)   # not cached (yet)
         if policy.model is not self.model: self.reset(); self.model = policy.model
-        chats, order = self._rows(policy, batch, max_new_tokens)
+        if self.running is None: self.running = _in_precision(policy.model, self.precision)
+        running = Policy(self.running, policy.tokenizer, policy.processor, policy.kind)
+        chats, order = self._rows(running, batch, max_new_tokens)
         seeds = _row_seeds(seed, batch)
         sampling = RowSeededSampling(temperature, [seeds[i] for i in order]) if temperature > 0 else None
-        with _on_rows(policy.model):
-            first = _prefill(policy, chats[0].cache, chats)
-            answers = _decode(policy, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
+        with _on_rows(running.model):
+            first = _prefill(running, chats[0].cache, chats)
+            answers = _decode(running, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
                               _cascade_prefix(self.prefixes, chats))
         row = {i: r for r, i in enumerate(order)}
         out = _generation(policy.tokenizer, [chats[row[i]].ids for i in range(len(batch))], [answers[row[i]] for i in range(len(batch))])
@@ -460,10 +484,10 @@ class ModelPolicy:
         return texts
 
 def model_policy(policy: Policy, temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 256,
-                 batch_size: int = 16, backend: str = 'transformers') -> ModelPolicy:
-    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend` (a text model on the CPU: the engine)."
+                 batch_size: int = 16, backend: str = 'transformers', precision: str = 'fp32') -> ModelPolicy:
+    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend` (a text model on the CPU: the engine, in `precision`)."
     if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if max_new_tokens < 1 or batch_size < 1: raise ValueError("max_new_tokens and batch_size must be >= 1")
     on_cpu = next(policy.model.parameters()).device.type == 'cpu'
     engine = backend == 'transformers' and policy.kind == 'text' and on_cpu
-    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=GenerationEngine(retokenize=True) if engine else generator(policy, backend))
+    return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=GenerationEngine(retokenize=True, precision=precision) if engine else generator(policy, backend))

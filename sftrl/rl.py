@@ -23,7 +23,7 @@ from .core import config_hash, cut_log, installed_trackers, settled_folder, writ
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, gflops, implied_lambda, init_tokens, rl_flops
 from .runs import building, on_gpu
-from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generator
+from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generation_precision, generator
 from .generate import _answer_ids, _generation, _row_seeds
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
 from .presets import preset_run
@@ -622,9 +622,9 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
 def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):
-    "What plays a run's rollouts: on a CPU in float32 a text policy through the generation engine (each chat's keys and values kept between tries, the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+    "What plays a run's rollouts: on a CPU in float32 a text policy through the generation engine (each chat's keys and values kept between tries, in `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
-    return GenerationEngine() if policy.kind == 'text' and not on_gpu() and mixed_precision == 'no' else None   # the engine's cache is float32
+    return GenerationEngine(precision=generation_precision()) if policy.kind == 'text' and not on_gpu() and mixed_precision == 'no' else None   # the engine's cache is float32
 
 def _checkpoint_updates(run: RLRun) -> set[int]:
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
