@@ -3,7 +3,7 @@ text policy (random weights: every answer runs to `max_new_tokens` and every epi
 and 2 for V-IRL-L: the worst case), played by `generate` in batches of 16 (16 episodes in flight) and by `GenerationEngine` (the episodes in
 flight answered in one call, each chat's keys and values kept between tries, the shared prompt prefix run once; as
 evaluation runs it, re-tokenizing each chat, which a random model's answers make costlier than a trained model's),
-alternating in one run. Prints wall and CPU seconds (the machine is shared: CPU seconds of this one-thread process are
+and by the engine with bf16 weights (`precision='bf16'`, opt-in: not `generate`'s numbers), alternating in one run. Prints wall and CPU seconds (the machine is shared: CPU seconds of this one-thread process are
 the steadier measure), generated tokens per second and the ratios, and checks that both played the same rows.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py [episodes=200] [repeats=1] [tasks=gp-l,virl-l]
@@ -19,8 +19,8 @@ from sftrl.models import build_text_policy, build_tokenizer, count_parameters, t
 
 
 def play(policy, task, n, engine, max_new_tokens=80):
-    "Wall s, CPU s, generated tokens and the step rows of one greedy evaluation."
-    answer = model_policy(policy, max_new_tokens=max_new_tokens) if engine else \
+    "Wall s, CPU s, generated tokens and the step rows of one greedy evaluation; `engine` None (`generate`), 'fp32' or 'bf16'."
+    answer = model_policy(policy, max_new_tokens=max_new_tokens, precision=engine) if engine else \
         ModelPolicy(policy, max_new_tokens=max_new_tokens, batch_size=16, generate=generate)
     wall, cpu = time.perf_counter(), time.process_time()
     steps, _ = evaluate(answer, task, 'id', n=n, batch_size=128 if engine else 16, progress=False)
@@ -36,14 +36,16 @@ if __name__ == '__main__':
     print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} thread(s), "
           f"{n} episodes, 80 new tokens per answer, greedy")
     for task in tasks:
-        results = {'today': [], 'engine': []}
+        players = {'today': None, 'engine': 'fp32', 'engine bf16': 'bf16'}
+        results = {name: [] for name in players}
         for r in range(repeats):
-            for name in (('today', 'engine') if r % 2 == 0 else ('engine', 'today')):
-                wall, cpu, tokens, steps = play(policy, task, n, name == 'engine')
+            for name in (list(players) if r % 2 == 0 else list(players)[::-1]):
+                wall, cpu, tokens, steps = play(policy, task, n, players[name])
                 results[name].append((wall, cpu, tokens, steps))
-                print(f"{task:7s} {name:6s}: {wall:7.1f} s wall {cpu:7.1f} s CPU  {tokens / wall:6.0f} generated tok/s wall"
+                print(f"{task:7s} {name:11s}: {wall:7.1f} s wall {cpu:7.1f} s CPU  {tokens / wall:6.0f} generated tok/s wall"
                       f"  {tokens / cpu:6.0f} per CPU s  ({len(steps)} steps)", flush=True)
-        same = all(e[3].to_dict('records') == t[3].to_dict('records') for e, t in zip(results['engine'], results['today']))
         best = {k: (min(x[0] for x in v), min(x[1] for x in v)) for k, v in results.items()}
-        print(f"{task:7s} engine / today: {best['today'][0] / best['engine'][0]:.2f}x wall, "
-              f"{best['today'][1] / best['engine'][1]:.2f}x CPU (best of {repeats}); rows identical: {same}", flush=True)
+        for name in ('engine', 'engine bf16'):
+            same = all(e[3].to_dict('records') == t[3].to_dict('records') for e, t in zip(results[name], results['today']))
+            print(f"{task:7s} {name} / today: {best['today'][0] / best[name][0]:.2f}x wall, "
+                  f"{best['today'][1] / best[name][1]:.2f}x CPU (best of {repeats}); rows identical: {same}", flush=True)

@@ -5,15 +5,19 @@
    and values kept between tries; what `train_rl` uses on a CPU), and through `generate` re-encoding each chat — the
    last two scored after the rollout, one packed forward per chain;
 2. the PPO update: trained turn tokens/s (each turn's prompt and answer, as the per-turn update forwards them) of
-   today's per-turn scoring against episode-packed scoring (one sequence per chain), on the same rollout, from the
-   same weights, with the ratio;
+   today's per-turn scoring against episode-packed scoring (one sequence per chain), in float32 and under bf16
+   autocast, on the same rollout, from the same weights, with the ratios; and, as the bar the update should
+   clear, an SFT step's tokens/s (16 x 300 tokens, forward, backward and Adam) in both precisions;
 3. as a reference point, one whole PPO iteration (rollout + update) against TRL's `GRPOTrainer` on the same model,
    task and verifier — single-turn, its own loop — with the same number of answers per iteration, answer length,
    temperature and optimizer steps.
 
-Run: .venv/bin/python benchmarks/bench_rl.py   (prints figures; not a test)
+All times are CPU seconds of this one process (the machine is shared: wall time would measure the neighbours).
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rl.py [update,rollouts,iteration]   (prints figures; not a test)
 """
 import copy
+import sys
 import tempfile
 import time
 import warnings
@@ -35,35 +39,52 @@ def rollouts(policy, head, n_envs, steps=64, max_new_tokens=64, rounds=2):
     for _ in range(rounds):
         for name, make in (('generate, scored after', lambda: generate), ('own sampling', lambda: None),
                            ('engine, scored after', GenerationEngine)):
-            start = time.perf_counter()
+            start = time.process_time()
             rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=make())
-            seconds = time.perf_counter() - start
+            seconds = time.process_time() - start
             tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
             best[name] = max(best.get(name, (0,)), (len(rollout.turns) / seconds, rollout.generation.generated / seconds, tokens / seconds))
     return best
 
 
-def update_seconds(policy, head, rollout, packed, epochs=1):
-    "Seconds of one PPO update (minibatch 16, `epochs` epochs) on `rollout`, from copies of the same weights."
+def update_seconds(policy, head, rollout, packed, epochs=1, precision='no'):
+    "CPU seconds of one PPO update (minibatch 16, `epochs` epochs) on `rollout`, from copies of the same weights, in `precision` ('no' or 'bf16' autocast)."
     model, value_head = copy.deepcopy(policy.model).train(), copy.deepcopy(head)
     run = rl_run('tiny', 'gp-l', init='unused', minibatch=16, accumulation=1, ppo_epochs=epochs, temperature=1.0)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(value_head.parameters()), lr=1e-5, eps=1e-7)
-    start = time.perf_counter()
-    stats = ppo_update(ActorCritic(model, value_head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=1), rollout, run,
-                       policy.tokenizer.pad_token_id, np.random.default_rng(0), packed=packed)
-    return time.perf_counter() - start, stats['trained'].total
+    start = time.process_time()
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=1)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16'):   # what Accelerator(mixed_precision='bf16') does on a CPU
+        stats = ppo_update(ActorCritic(model, value_head), optimizer, accelerator, rollout, run,
+                           policy.tokenizer.pad_token_id, np.random.default_rng(0), packed=packed)
+    return time.process_time() - start, stats['trained'].total
 
 
 def updates(policy, head, steps=64, n_envs=16, max_new_tokens=128, rounds=2):
-    "Trained turn tokens/s of today's update and the packed one on one tiny-recipe rollout (temperature 1, 128 new tokens), interleaved."
+    "CPU seconds of today's update and the packed one (float32, and packed under bf16 autocast) on one tiny-recipe rollout (temperature 1, 128 new tokens), interleaved."
     rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens)
     turn_tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
-    seconds = {False: [], True: []}
+    ways = [(False, 'no'), (True, 'no'), (True, 'bf16')]
+    seconds = {way: [] for way in ways}
     for _ in range(rounds):
-        for packed in (False, True):
-            took, forwarded = update_seconds(policy, head, rollout, packed)
-            seconds[packed].append(took)
-    return rollout, turn_tokens, {packed: min(s) for packed, s in seconds.items()}
+        for way in ways:
+            took, forwarded = update_seconds(policy, head, rollout, *way[:1], precision=way[1])
+            seconds[way].append(took)
+    return rollout, turn_tokens, {way: min(s) for way, s in seconds.items()}
+
+
+def sft_tokens_per_second(policy, bf16, rows=16, length=300, steps=3):
+    "Tokens/s (CPU) of an SFT step on `rows` x `length` tokens (forward, backward, Adam), best of `steps`, in float32 or bf16 autocast."
+    model = copy.deepcopy(policy.model).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    ids = torch.randint(0, len(policy.tokenizer), (rows, length), generator=torch.Generator().manual_seed(0))
+    best = float('inf')
+    for _ in range(steps + 1):   # the first step warms up
+        start = time.process_time()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): loss = model(input_ids=ids, labels=ids).loss
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        best = min(best, time.process_time() - start)
+    return rows * length / best
 
 
 ANSWERS = 40   # model answers per iteration: turns for PPO (8 environments × 5 tries), completions for GRPO (5 prompts × 8)
@@ -75,11 +96,11 @@ def ppo_iteration(policy, n_envs=8):
     head = ValueHead(hidden_size(policy.model))
     run = rl_run('tiny', 'gp-l', init='unused', minibatch=ANSWERS // 2, accumulation=1, ppo_epochs=4, temperature=0.2)
     optimizer = torch.optim.Adam(list(policy.model.parameters()) + list(head.parameters()), lr=1e-5, eps=1e-7)
-    start = time.perf_counter()
+    start = time.process_time()
     rollout = collect(policy, head, 'gp-l', ANSWERS, n_envs, seed=0, temperature=0.2, max_new_tokens=64, generator=GenerationEngine())
     ppo_update(ActorCritic(policy.model, head), optimizer, Accelerator(cpu=True, gradient_accumulation_steps=run.accumulation), rollout, run, policy.tokenizer.pad_token_id,
                np.random.default_rng(0))
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     turns = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
     return seconds, len(rollout.episodes), len(rollout.turns), rollout.generation.generated, turns
 
@@ -110,9 +131,9 @@ def grpo_iteration(policy, num_generations=8):
                               train_dataset=Dataset.from_dict({'prompt': prompts, 'seed': seeds}),
                               processing_class=policy.tokenizer)
         trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
+        start = time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
     first = trainer.state.log_history[0]          # the generation round's metrics
     generated = round(first['completions/mean_length'] * ANSWERS)
     return seconds, ANSWERS, ANSWERS, generated, int(first['num_tokens'])
@@ -123,15 +144,20 @@ if __name__ == '__main__':
     policy = build_text_policy(tokenizer, 'tiny', seed=0)
     head = ValueHead(hidden_size(policy.model))
     print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} threads; GP-L")
-    rollout, turn_tokens, best = updates(policy, head)
-    turns, chains_ = len(rollout.turns), len(chains(rollout.turns))
-    print(f"PPO update, one epoch of minibatch 16 on {turns} turns ({chains_} chains, {turn_tokens} turn tokens), best of 2 interleaved:")
-    for packed, name in ((False, "today's (per turn)"), (True, 'episode-packed')):
-        print(f"  {name:20s} {best[packed]:6.1f} s  {turn_tokens / best[packed]:7.0f} trained turn tok/s")
-    print(f"  packed / today's: {best[False] / best[True]:.2f}x")
-    for n_envs in (4, 16):
+    parts = sys.argv[1].split(',') if len(sys.argv) > 1 else ['update', 'rollouts', 'iteration']
+    if 'update' in parts:
+        rollout, turn_tokens, best = updates(policy, head)
+        turns, chains_ = len(rollout.turns), len(chains(rollout.turns))
+        print(f"PPO update, one epoch of minibatch 16 on {turns} turns ({chains_} chains, {turn_tokens} turn tokens), best of 2 interleaved:")
+        for way, name in (((False, 'no'), "today's (per turn)"), ((True, 'no'), 'episode-packed'), ((True, 'bf16'), 'packed, bf16 autocast')):
+            print(f"  {name:22s} {best[way]:6.1f} CPU s  {turn_tokens / best[way]:7.0f} trained turn tok/s  "
+                  f"{best[False, 'no'] / best[way]:.2f}x today's")
+        for bf16 in (False, True):
+            print(f"  SFT step, 16 x 300 tokens, {'bf16 autocast' if bf16 else 'float32':13s} {sft_tokens_per_second(policy, bf16):7.0f} tok/s")
+    for n_envs in ((4, 16) if 'rollouts' in parts else ()):
         for name, (turns, generated, processed) in rollouts(policy, head, n_envs).items():
             print(f"rollout, {n_envs:2d} environments, {name:22s} {turns:6.2f} turns/s, {generated:6.0f} generated tok/s, {processed:6.0f} turn tok/s")
+    if 'iteration' not in parts: sys.exit()
     print(f"\none whole iteration (rollout + update), {ANSWERS} answers of up to 64 tokens at temperature 0.2, "
           f"then 8 optimizer steps of {ANSWERS // 2} answers (each answer trained on 4 times):")
     for name, (seconds, episodes, answers, generated, tokens) in (('sftrl PPO, multi-turn', ppo_iteration(policy)),
