@@ -23,9 +23,9 @@ from .tasks import (Task, evaluation_seeds, get_task, make_env, observation_dige
 _all_ = ['observation_digest', 'random_mistake_policy']   # handed on from sftrl.tasks, where SFT's data takes them
 
 # %% auto #0
-__all__ = ['PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate', 'load_evaluation', 'binomial_se', 'categories',
-           'follows_rule', 'rule_validity', 'summarize', 'paired_comparison', 'prompt_overlap', 'observation_digest',
-           'random_mistake_policy']
+__all__ = ['RATIO_METRICS', 'PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate', 'load_evaluation',
+           'binomial_se', 'categories', 'follows_rule', 'rule_validity', 'summarize', 'paired_comparison',
+           'prompt_overlap', 'observation_digest', 'random_mistake_policy']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -255,18 +255,29 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     return pd.DataFrame(rows).set_index('metric')
 
 # %% ../nbs/09_evaluate.ipynb #c3d0c396
+RATIO_METRICS = {'per_step_accuracy': ('correct_steps', 'verified_steps')}   # (hits, trials) columns of the episode table
+
+def _per_episode(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    "Values whose mean is `column`'s metric (a ratio metric linearized by the delta method), and each episode's own value."
+    if column not in RATIO_METRICS: return table[column].astype(float), table[column].astype(float)
+    hits, trials = (table[c].astype(float) for c in RATIO_METRICS[column])
+    ratio = hits.sum() / trials.sum()
+    return ratio + (hits - ratio * trials) / trials.mean(), (hits / trials.where(trials > 0)).fillna(0.0)
+
 def paired_comparison(before: pd.DataFrame, after: pd.DataFrame, column: str = 'success') -> pd.Series:
     "Two evaluations (episode tables) of the same seeded episodes: `column` before and after, the change, its paired SE, episodes gained and lost."
-    keep = ['sample_id', 'seed', column]
-    both = before[keep].merge(after[keep], on='sample_id', how='outer', suffixes=('_before', '_after'))
+    values = list(RATIO_METRICS.get(column, (column,)))
+    both = before[['sample_id', 'seed', *values]].merge(after[['sample_id', 'seed', *values]], on='sample_id', how='outer',
+                                                         suffixes=('_before', '_after'))
     if both.isna().any().any() or (both.seed_before != both.seed_after).any():
         raise ValueError(f"paired evaluations must play the same seeded episodes: {len(before)} and {len(after)} episodes, "
                          f"{int((both.seed_before == both.seed_after).sum())} in common; evaluate both with the same seed and n")
-    a, b = both[f'{column}_before'].astype(float), both[f'{column}_after'].astype(float)
-    difference, n = b - a, len(both)
+    side = lambda suffix: both[[v + suffix for v in values]].set_axis(values, axis=1)
+    (a, own_a), (b, own_b) = _per_episode(side('_before'), column), _per_episode(side('_after'), column)
+    difference, change, n = b - a, own_b - own_a, len(both)
     return pd.Series({'n': n, 'before': a.mean(), 'after': b.mean(), 'difference': difference.mean(),
                       'se': float(difference.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan,
-                      'gained': int((difference > 0).sum()), 'lost': int((difference < 0).sum())})
+                      'gained': int((change > 0).sum()), 'lost': int((change < 0).sum())})
 
 # %% ../nbs/09_evaluate.ipynb #60e76586
 def prompt_overlap(task, split: str = 'id', n_eval: int = 200, n_train: int = 10_000, seed: int = 0,
