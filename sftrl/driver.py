@@ -88,7 +88,7 @@ def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root=
     figures_dir = figures_dir or figures_folder(study, root)
     source = folder / f'{name}.ipynb'
     if not source.exists(): raise FileNotFoundError(f"no experiment {name!r}: choose from {experiments(folder)}")
-    seeds = list(range(study.seeds)) if seeds is None else list(seeds)
+    seeds = study.seed_list(seeds)
     check_parameters(name, {'seeds': seeds, **params}, folder)    # a wrong name or kind fails here, in one line
     out = runs_root(study, root) / 'notebooks' / f'{name}.ipynb'
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def reproduce(preset='tiny', only=None, seeds=None, force: bool = False, figures
         kept = ledger_for(study.name)
         log(f"ledger: {kept if kept else 'none'}" + (' (not read: fresh)' if kept and not reading() else ''))
     records = {n: json.loads((done_dir / f'{n}.done').read_text()) for n in names if (done_dir / f'{n}.done').exists()}
-    past, want = {n: r['wall_seconds'] for n, r in records.items()}, list(range(study.seeds)) if seeds is None else list(seeds)
+    past, want = {n: r['wall_seconds'] for n, r in records.items()}, study.seed_list(seeds)
     same = {n for n, r in records.items() if r.get('seeds') == want and r.get('parameters', {}) == (params or {})}   # finished as asked
     for k, name in enumerate(names, 1):
         if force: continue

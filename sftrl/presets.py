@@ -28,6 +28,10 @@ class StudyPreset:
         "The verifier's mode this preset trains and evaluates with (`sftrl.tasks.PRESET_VERIFIERS`)."
         return PRESET_VERIFIERS[self.name]
 
+    def seed_list(self, seeds=None) -> list[int]:
+        "The training seeds of a run: `seeds` as given, else the preset's own, 0 … `self.seeds` − 1."
+        return list(range(self.seeds)) if seeds is None else list(seeds)
+
 STUDY_PRESETS = {'smoke': StudyPreset('smoke', 6, 1, 24),
                  'tiny': StudyPreset('tiny', 200, 2, 256),
                  'paper': StudyPreset('paper', 234, 1, 256)}
