@@ -72,3 +72,19 @@ def test_bad_mixture_is_refused():
     with pytest.raises(ValueError, match='unknown document kinds'):
         base_corpus(3, mixture={'novels': 1.0})
     assert set(DOCUMENT_KINDS) >= {'arithmetic', 'search', 'rule', 'card', 'turn', 'route'}
+
+
+def test_the_rule_reading_script_probes_the_base_and_each_sft_checkpoint(tmp_path, capsys):
+    "benchmarks/rule_reading.py on the smoke preset: the generic probes, then the forced probe at the base and the SFT checkpoints."
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(__file__).parents[1] / 'benchmarks' / 'rule_reading.py'))
+    table = script['main'](['--preset', 'smoke', '--scales', '1', '--sft-steps', '2', '--hands', '4', '--probes', '5',
+                            '--root', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 'generic probes' in out and 'stated mapping, held-out symbols' in out and 'forced rule reading' in out
+    assert set(table.split) == {'ood_rule', 'id'} and table.sft_step.iloc[0] == 0 and table.sft_step.max() > 0
+    assert (table.face_cards >= 4).all() and table[['as_rule', 'as_10']].stack().between(0, 1).all()
+    assert (table.query("split == 'id'").as_rule == table.query("split == 'id'").as_10).all()   # ID: the rule's value is 10
+    items = script['forced_items']('ood_rule', 3)
+    assert all(prefix.endswith('"number": [') and set(cards) & {'J', 'Q', 'K'} for _, prefix, cards in items)
