@@ -16,9 +16,9 @@ import pandas as pd
 from .arms import chosen_init, choose_init, evaluate_arms, evaluation_log, rl_arms, sft_arms, study_arms, study_run
 from .core import write_atomically
 from .evaluate import load_evaluation, read_log, summarize
-from .ledger import _evaluation_entry, _run_entry, finished, reading
+from .ledger import evaluation_entry, run_entry, finished, reading
 from .presets import runs_root, study_preset
-from .rl import _checkpoint_updates
+from .rl import checkpoint_updates
 from .runs import optimizer_steps
 from .sft import checkpoint_steps
 from .tasks import get_task
@@ -71,7 +71,7 @@ def _costs(task, preset, root) -> dict[str, tuple[float, str]]:
 # %% ../nbs/15a_lanes.ipynb #e25f9b97
 def _home(folder: Path, preset) -> Path:
     "Where a run's record is read: its folder, or its ledger entry when the run finished there (and the ledger is read) but not here."
-    entry = _run_entry(Path(folder), study_preset(preset).name)
+    entry = run_entry(Path(folder), study_preset(preset).name)
     if not finished(folder) and entry is not None and reading() and finished(entry): return entry
     return Path(folder)
 
@@ -83,7 +83,7 @@ def _checkpoints(home: Path, folder: Path, pattern: str) -> list[tuple[str, dict
 def _evaluated(checkpoint, compute: dict, task, split: str, preset, root) -> tuple[float, dict | None]:
     "The share of its episodes the cached evaluation of `checkpoint` on `split` has played, and its metrics once it is whole."
     key, out = evaluation_log(checkpoint, task, split, preset, root=root, compute=compute)
-    entry = _evaluation_entry(out, study_preset(preset).name)
+    entry = evaluation_entry(out, study_preset(preset).name)
     summary = None if entry is None else entry.with_suffix('').with_suffix('.json')   # written once the evaluation finished
     if summary is not None and reading() and summary.exists():
         return 1.0, {name: m['value'] for name, m in json.loads(summary.read_text())['metrics'].items()}
@@ -150,7 +150,7 @@ def lane_plan(task, preset='tiny', seed: int = 0, root='runs') -> pd.DataFrame:
     updates = rl.updates if finished(rl_home) else _updates_logged(rl_home)
     rows.append(_row('rl', updates, rl.updates, wall('rl'), costs.get('rl')))
     later = (checkpoints[init:] if sft_done else []) + (_checkpoints(rl_home, rl_folder, 'checkpoint-*') if k is not None else [])
-    expected = (n - init) + len(_checkpoint_updates(rl))   # the Init, the SFT checkpoints after it, the RL checkpoints
+    expected = (n - init) + len(checkpoint_updates(rl))   # the Init, the SFT checkpoints after it, the RL checkpoints
     for split in LANE_SPLITS:
         played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in later)
         rows.append(_row(split, played, expected, wall(split), costs.get(split)))

@@ -24,9 +24,9 @@ from .core import config_hash, write_atomically
 
 # %% auto #0
 __all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'ledger_root', 'ledger_for',
-           'reading', 'checkpoint_name', 'store_checkpoint', 'restore_checkpoint', 'finished', 'record_run',
-           'restore_run', 'keep_checkpoint', 'record_evaluation', 'restore_evaluation', 'record_base', 'restore_base',
-           'committed_bases']
+           'reading', 'checkpoint_name', 'store_checkpoint', 'restore_checkpoint', 'finished', 'run_entry',
+           'record_run', 'restore_run', 'keep_checkpoint', 'evaluation_entry', 'record_evaluation',
+           'restore_evaluation', 'record_base', 'restore_base', 'committed_bases']
 
 # %% ../nbs/04a_ledger.ipynb #0f91afbe
 REPOSITORY = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -146,14 +146,15 @@ def _write_if_changed(path: Path, data: bytes):
     if path.exists() and path.read_bytes() == data: return
     write_atomically(path, data)
 
-def _run_entry(folder: Path, preset: str) -> Path | None:
+def run_entry(folder: Path, preset: str) -> Path | None:
+    "Where the ledger keeps the run in `folder` (`<kind>/<run>` under the preset's ledger); None without a ledger."
     root = ledger_for(preset)
     return None if root is None else root / folder.parent.name / folder.name
 
 def record_run(folder, preset: str) -> Path | None:
     "Write the record of the finished run in `folder` (a `runs/<preset>/<kind>/<run>` folder) into the ledger; its entry."
     folder = Path(folder)
-    entry = _run_entry(folder, preset)
+    entry = run_entry(folder, preset)
     if entry is None or not finished(folder): return None
     for f in _record_files(folder):
         data = json.dumps(_relocatable(json.loads(f.read_text())), sort_keys=True).encode() if f.suffix == '.json' else f.read_bytes()
@@ -163,7 +164,7 @@ def record_run(folder, preset: str) -> Path | None:
 def restore_run(folder, preset: str) -> bool:
     "Bring a finished run from the ledger into `folder` (its record, and the weights of its kept checkpoints) unless it is finished there."
     folder = Path(folder)
-    entry = _run_entry(folder, preset)
+    entry = run_entry(folder, preset)
     if entry is None or not reading() or finished(folder) or not finished(entry): return False
     files = sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.'))
     for f in files: _read_whole(f)   # a broken file restores nothing: a cut record would pass for a finished run
@@ -177,20 +178,21 @@ def keep_checkpoint(path, preset: str) -> Path | None:
     "Keep the weights of checkpoint `path` (where a later run starts: an Init) in the ledger, once, in its run's entry (recorded too)."
     path = Path(path)
     run = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
-    entry = _run_entry(run, preset)
+    entry = run_entry(run, preset)
     if entry is None: return None
     record_run(run, preset)
     target = entry / path.relative_to(run)
     return target if list(target.glob('*.safetensors')) else store_checkpoint(path, target)   # kept once
 
 # %% ../nbs/04a_ledger.ipynb #1120f23c
-def _evaluation_entry(path, preset: str) -> Path | None:
+def evaluation_entry(path, preset: str) -> Path | None:
+    "Where the ledger keeps the evaluation log `path` (gzip, under `eval/`); None without a ledger."
     root = ledger_for(preset)
     return None if root is None else root / 'eval' / (Path(path).name + '.gz')
 
 def record_evaluation(path, preset: str, key: dict | None = None, metrics: dict | None = None) -> Path | None:
     "Write the finished evaluation log `path` into the ledger (gzip), with its key and metrics beside it; its entry."
-    entry = _evaluation_entry(path, preset)
+    entry = evaluation_entry(path, preset)
     if entry is None: return None
     _write_if_changed(entry, gzip.compress(Path(path).read_bytes(), mtime=0))
     if key is not None:
@@ -200,7 +202,7 @@ def record_evaluation(path, preset: str, key: dict | None = None, metrics: dict 
 
 def restore_evaluation(path, preset: str) -> bool:
     "Write the ledger's log of the evaluation `path` there, unless the ledger has none or `path` holds as much already."
-    entry, path = _evaluation_entry(path, preset), Path(path)
+    entry, path = evaluation_entry(path, preset), Path(path)
     if entry is None or not reading() or not entry.exists(): return False
     data = _read_whole(entry)
     if path.exists() and path.stat().st_size >= len(data): return False

@@ -34,8 +34,8 @@ from .tasks import (env_settings, evaluation_openings, evaluation_seeds, get_tas
 __all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead',
            'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
            'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'PaperRL', 'rl_run',
-           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'train_rl', 'rl_log', 'rl_checkpoints',
-           'learning_rate_sweep', 'choose_learning_rate']
+           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'checkpoint_updates', 'train_rl',
+           'rl_log', 'rl_checkpoints', 'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 def action_weights(tokenizer, answer_ids: list[int], key: str, thought_weight: float = 0.5,
@@ -626,7 +626,8 @@ def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'
     if backend != 'transformers': return generator(policy, backend)
     return GenerationEngine(precision=generation_precision()) if policy.kind == 'text' and not on_gpu() and mixed_precision == 'no' else None   # the engine's cache is float32
 
-def _checkpoint_updates(run: RLRun) -> set[int]:
+def checkpoint_updates(run: RLRun) -> set[int]:
+    "The updates after which `run` keeps a checkpoint: `run.checkpoints` of them, evenly spaced, the last update among them."
     return {round(run.updates * (k + 1) / run.checkpoints) for k in range(run.checkpoints)}
 
 def train_rl(run: RLRun, root='runs/rl', progress: bool = True, stop_after: int | None = None, report_to=None) -> Path:
@@ -696,7 +697,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
             with accelerator.autocast(): stats.update(kl_to_init(bare, probes, run.temperature, pad_id))
             compute = rl_compute(run.task, n_params, d_init, totals)
             _log(accelerator, folder, run, update + 1, rollout, stats, compute, scheduler.get_last_lr()[0])
-            if update + 1 in _checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, compute)
+            if update + 1 in checkpoint_updates(run): _keep_checkpoint(folder, update + 1, unwrapped, compute)
             _save_state(folder, update + 1, unwrapped, bare.value_head, optimizer, scheduler, rng, totals)   # last: the update is done
     accelerator.wait_for_everyone()
     accelerator.end_training()
