@@ -28,7 +28,8 @@ from .tasks import (HOLDOUT, env_settings, evaluation_openings, get_task, make_e
 
 # %% auto #0
 __all__ = ['DPO_PRESETS', 'Prompt', 'judge', 'training_prompts', 'sample_answers', 'preference_pairs', 'pairs_record', 'replay',
-           'DPORun', 'dpo_run', 'DPOCompute', 'dpo_arguments', 'dpo_folder', 'train_dpo', 'saved_pairs', 'run_pairs']
+           'DPORun', 'dpo_run', 'DPOCompute', 'dpo_arguments', 'dpo_folder', 'train_dpo', 'saved_pairs',
+           'saved_pairs_record', 'run_pairs']
 
 # %% ../nbs/11_dpo.ipynb #637b3725
 @dataclass
@@ -131,7 +132,10 @@ def preference_pairs(policy, task, n: int, seed: int = 0, samples: int = 4, temp
 
 def pairs_record(data: Dataset) -> dict:
     "What `preference_pairs` recorded about its pairs: positions asked, chosen answers of the policy, sampling tokens."
-    record = json.loads(data.info.description)
+    return _parsed_record(data.info.description)
+
+def _parsed_record(text: str) -> dict:
+    record = json.loads(text)
     return {**record, 'generation': TokenCount(**record['generation'])}
 
 # %% ../nbs/11_dpo.ipynb #00043653
@@ -226,14 +230,25 @@ def saved_pairs(folder) -> Dataset | None:
     path = Path(folder) / 'pairs'
     return load_from_disk(str(path)) if (path / 'dataset_info.json').exists() else None
 
+def saved_pairs_record(folder) -> dict | None:
+    "What the DPO run in `folder` recorded about its pairs (`pairs_record`): from `pairs.json`, which the ledger keeps (the pairs it does not), else from the pairs; None before they are sampled."
+    path = Path(folder) / 'pairs.json'
+    if path.exists(): return _parsed_record(path.read_text())
+    return None if (saved := saved_pairs(folder)) is None else pairs_record(saved)
+
+def _keep_pairs_record(folder: Path, data: Dataset):
+    if not (folder / 'pairs.json').exists(): write_atomically(folder / 'pairs.json', data.info.description)
+
 def run_pairs(run: DPORun, policy, folder: Path) -> Dataset:
-    "The run's preference pairs: sampled from `policy` (the run's Init) and saved in `folder/pairs`, or read from there."
-    if (saved := saved_pairs(folder)) is not None: return saved
+    "The run's preference pairs: sampled from `policy` (the run's Init) and saved in `folder/pairs` (their record in `pairs.json`), or read from there."
+    if (saved := saved_pairs(folder)) is not None:
+        _keep_pairs_record(folder, saved); return saved
     task = get_task(run.task)
     env_kwargs = env_settings(task, run.resolution, run.verifier)
     data = preference_pairs(policy, task, run.pairs, run.seed, run.samples, run.temperature, run.max_new_tokens,
                             run.revision, **env_kwargs)
     write_folder_atomically(folder / 'pairs', lambda temp: data.save_to_disk(str(temp)))   # whole, or not there
+    _keep_pairs_record(folder, data)
     return data
 
 def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) -> Path:
