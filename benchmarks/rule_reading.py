@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 from sftrl.base import BASE_PRESETS, pretrain_base, probe_base, probe_instructions
-from sftrl.core import config_hash
 from sftrl.generate import chat_texts
 from sftrl.models import load_policy
-from sftrl.sft import sft_run, train_sft
+from sftrl.runs import checkpoint_table
+from sftrl.sft import sft_folder, sft_run, train_sft
 from sftrl.tasks import make_env, oracle_answer, start_episode
 
 FACES = {'J': 11, 'Q': 12, 'K': 13}   # the rule-OOD values; ID counts all three as 10
@@ -83,16 +83,17 @@ def study(scales=(1, 3), pretrain_scale: float = 1, sft_steps: int = 50, preset=
     items, rows = {s: forced_items(s, hands) for s in ('ood_rule', 'id')}, []
     for scale in scales:
         config = base_variant(preset, scale, pretrain_scale)
-        pretrain_base(config, cache_dir=Path(root) / 'base', progress=False)
-        final = Path(root) / 'base' / f'base-{config.size}-{config_hash(config)}' / 'final'
-        base = load_policy(final)
+        base = pretrain_base(config, cache_dir=Path(root) / 'base', progress=False)
+        final = Path(base.model.name_or_path)
         print(f'\ninstruction stage x{scale:g}, pretraining x{pretrain_scale:g} ({final.parent.name}): generic probes')
         print(probe_instructions(base, n=probes).round(3).to_string(index=False))
         print(probe_base(base, n=probes).round(3).to_string(index=False))
-        folder = train_sft(sft_run(preset, 'gp-l', base=str(final)), root=Path(root) / 'sft', progress=False, stop_after=sft_steps)
-        checkpoints = sorted(folder.glob('checkpoints/checkpoint-*'), key=lambda p: int(p.name.split('-')[1]))
-        for step, path in [(0, final)] + [(int(p.name.split('-')[1]), p) for p in checkpoints if (p / 'config.json').exists()]:
-            policy = load_policy(path)
+        run, runs = sft_run(preset, 'gp-l', base=str(final)), Path(root) / 'sft'
+        if not (checkpoint_table(sft_folder(run, runs)).step >= sft_steps).any():   # resumed past its stop, the run would train a step more
+            train_sft(run, root=runs, progress=False, stop_after=sft_steps)
+        saved = checkpoint_table(sft_folder(run, runs)).query('step <= @sft_steps')
+        for step, path in [(0, final)] + [(s, p) for s, p in zip(saved.step, saved.path) if (Path(p) / 'config.json').exists()]:
+            policy = base if step == 0 else load_policy(path)
             rows += [{'scale': scale, 'sft_step': step, **forced_rule_reading(policy, items[s], s)} for s in items]
     table = pd.DataFrame(rows)
     print('\nforced rule reading: share of face cards written as the stated rule\'s value (and as 10)')
