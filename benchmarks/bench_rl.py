@@ -67,9 +67,9 @@ def updates(policy, head, steps=64, n_envs=16, max_new_tokens=128, rounds=2):
     ways = [(False, 'no'), (True, 'no'), (True, 'bf16')]
     seconds = {way: [] for way in ways}
     for _ in range(rounds):
-        for way in ways:
-            took, forwarded = update_seconds(policy, head, rollout, *way[:1], precision=way[1])
-            seconds[way].append(took)
+        for packed, precision in ways:
+            took, _ = update_seconds(policy, head, rollout, packed, precision=precision)
+            seconds[packed, precision].append(took)
     return rollout, turn_tokens, {way: min(s) for way, s in seconds.items()}
 
 
