@@ -89,8 +89,7 @@ def study(scales=(1, 3), pretrain_scale: float = 1, sft_steps: int = 50, preset=
         print(probe_instructions(base, n=probes).round(3).to_string(index=False))
         print(probe_base(base, n=probes).round(3).to_string(index=False))
         run, runs = sft_run(preset, 'gp-l', base=str(final)), Path(root) / 'sft'
-        if not (checkpoint_table(sft_folder(run, runs)).step >= sft_steps).any():   # resumed past its stop, the run would train a step more
-            train_sft(run, root=runs, progress=False, stop_after=sft_steps)
+        train_sft(run, root=runs, progress=False, stop_after=sft_steps)   # nothing more once a checkpoint is at sft_steps
         saved = checkpoint_table(sft_folder(run, runs)).query('step <= @sft_steps')
         for step, path in [(0, final)] + [(s, p) for s, p in zip(saved.step, saved.path) if (Path(p) / 'config.json').exists()]:
             policy = base if step == 0 else load_policy(path)

@@ -63,9 +63,14 @@ def last_checkpoint(checkpoints, needs=(TRAINER_STATE,)) -> str | None:
 def resume_training(trainer: Trainer, checkpoints, progress: bool = True, stop_after: int | None = None,
                     needs=(TRAINER_STATE,)) -> bool:
     "Train a transformers `trainer` from the `last_checkpoint` in `checkpoints` (stopping after `stop_after` steps if given); whether it reached its last step."
-    if stop_after is not None: trainer.add_callback(StopAfter(stop_after))
+    last = last_checkpoint(checkpoints, needs)
+    if stop_after is not None:
+        saved = json.loads((Path(last) / TRAINER_STATE).read_text()) if last else None
+        # resumed at or past its stop: train nothing more (`StopAfter` acts after a step, so training on would add one)
+        if saved and saved['global_step'] >= stop_after: return saved['global_step'] >= saved['max_steps']
+        trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, needs))
+    trainer.train(resume_from_checkpoint=last)
     return trainer.state.global_step >= trainer.state.max_steps
 
 # %% ../nbs/04d_runs.ipynb #c1bd2a42
