@@ -8,15 +8,18 @@
    today's per-turn scoring against episode-packed scoring (one sequence per chain), in float32 and under bf16
    autocast, on the same rollout, from the same weights, with the ratios; and, as the bar the update should
    clear, an SFT step's tokens/s (16 x 300 tokens, forward, backward and Adam) in both precisions;
-3. as a reference point, one whole PPO iteration (rollout + update) against TRL's `GRPOTrainer` on the same model,
+3. end to end: one update of the tiny recipe's `train_rl` (rollouts through the engine, then the packed update) under
+   `SFTRL_PRECISION=fp32` and `=bf16` (bf16 autocast, the engine's bf16 weights), interleaved, with their logs' numbers;
+4. as a reference point, one whole PPO iteration (rollout + update) against TRL's `GRPOTrainer` on the same model,
    task and verifier — single-turn, its own loop — with the same number of answers per iteration, answer length,
    temperature and optimizer steps.
 
 All times are CPU seconds of this one process (the machine is shared: wall time would measure the neighbours).
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rl.py [update,rollouts,iteration]   (prints figures; not a test)
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rl.py [update,rollouts,precision,iteration]   (prints figures; not a test)
 """
 import copy
+import os
 import sys
 import tempfile
 import time
@@ -27,9 +30,9 @@ import torch
 from accelerate import Accelerator
 from datasets import Dataset
 
-from sftrl.models import build_text_policy, build_tokenizer, count_parameters, task_texts
+from sftrl.models import build_text_policy, build_tokenizer, count_parameters, save_policy, task_texts
 from sftrl.generate import GenerationEngine, generate
-from sftrl.rl import ActorCritic, ValueHead, chains, collect, hidden_size, ppo_update, rl_run
+from sftrl.rl import ActorCritic, ValueHead, chains, collect, hidden_size, ppo_update, rl_log, rl_run, train_rl
 from sftrl.tasks import make_env, start_episode, training_seeds
 
 
@@ -85,6 +88,23 @@ def sft_tokens_per_second(policy, bf16, rows=16, length=300, steps=3):
         loss.backward(); optimizer.step(); optimizer.zero_grad()
         best = min(best, time.process_time() - start)
     return rows * length / best
+
+
+def precisions(policy, steps=128, rounds=2):
+    "CPU seconds of one tiny-recipe `train_rl` update (`steps` turns, a step every 128, 2 epochs) under SFTRL_PRECISION=fp32 and =bf16, interleaved, best of `rounds`; each one's first log row."
+    seconds, logs = {'fp32': [], 'bf16': []}, {}
+    with tempfile.TemporaryDirectory() as out:
+        init = save_policy(policy, f'{out}/init')
+        for k in range(rounds):
+            for precision in seconds:
+                os.environ['SFTRL_PRECISION'] = precision
+                start = time.process_time()
+                folder = train_rl(rl_run('tiny', 'gp-l', init=str(init), updates=1, steps=steps), root=f'{out}/{precision}-{k}',
+                                  progress=False, report_to=[])
+                seconds[precision].append(time.process_time() - start)
+                logs[precision] = rl_log(folder).iloc[0]
+    os.environ.pop('SFTRL_PRECISION')
+    return {p: min(s) for p, s in seconds.items()}, logs
 
 
 ANSWERS = 40   # model answers per iteration: turns for PPO (8 environments × 5 tries), completions for GRPO (5 prompts × 8)
@@ -157,6 +177,13 @@ if __name__ == '__main__':
     for n_envs in ((4, 16) if 'rollouts' in parts else ()):
         for name, (turns, generated, processed) in rollouts(policy, head, n_envs).items():
             print(f"rollout, {n_envs:2d} environments, {name:22s} {turns:6.2f} turns/s, {generated:6.0f} generated tok/s, {processed:6.0f} turn tok/s")
+    if 'precision' in parts:
+        best, logs = precisions(policy)
+        print(f"one tiny-recipe update end to end (128 turns of up to 128 tokens, then 2 epochs), best of 2 interleaved:")
+        for precision, seconds in best.items():
+            row = logs[precision]
+            print(f"  {precision}: {seconds:6.1f} CPU s ({best['fp32'] / seconds:.2f}x fp32's)  policy loss {row.policy_loss:+.5f}  "
+                  f"value loss {row.value_loss:.4f}  approx KL {row.approx_kl:.5f}  rollout reward {row.mean_reward:.3f}")
     if 'iteration' not in parts: sys.exit()
     print(f"\none whole iteration (rollout + update), {ANSWERS} answers of up to 64 tokens at temperature 0.2, "
           f"then 8 optimizer steps of {ANSWERS // 2} answers (each answer trained on 4 times):")

@@ -362,7 +362,7 @@ class GenerationEngine:
         chats, order = self._rows(running, batch, max_new_tokens)
         seeds = _row_seeds(seed, batch)
         sampling = RowSeededSampling(temperature, [seeds[i] for i in order]) if temperature > 0 else None
-        with _on_rows(running.model):
+        with torch.autocast(running.model.device.type, enabled=False), _on_rows(running.model):   # its own precision, under a trainer's autocast too
             first = _prefill(running, chats[0].cache, chats)
             answers = _decode(running, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
                               _cascade_prefix(self.prefixes, chats))

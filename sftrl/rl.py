@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
@@ -22,7 +23,7 @@ from transformers import LogitsProcessorList
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, gflops, implied_lambda, init_tokens, rl_flops
-from .runs import building, on_gpu
+from .runs import building, on_gpu, training_precision
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generation_precision, generator
 from .generate import _answer_ids, _generation, _row_seeds
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
@@ -34,8 +35,8 @@ from .tasks import (env_settings, evaluation_openings, evaluation_seeds, get_tas
 __all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'RL_PRESETS', 'action_weights', 'ValueHead',
            'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
            'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'PaperRL', 'rl_run',
-           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'checkpoint_updates', 'train_rl',
-           'rl_log', 'rl_checkpoints', 'learning_rate_sweep', 'choose_learning_rate']
+           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'rl_mixed_precision',
+           'checkpoint_updates', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
 def action_weights(tokenizer, answer_ids: list[int], key: str, thought_weight: float = 0.5,
@@ -622,9 +623,14 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
 def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):
-    "What plays a run's rollouts: on a CPU in float32 a text policy through the generation engine (each chat's keys and values kept between tries, in `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+    "What plays a run's rollouts: on a CPU a text policy through the generation engine (each chat's keys and values kept between tries; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
-    return GenerationEngine(precision=generation_precision()) if policy.kind == 'text' and not on_gpu() and mixed_precision == 'no' else None   # the engine's cache is float32
+    if policy.kind != 'text' or on_gpu(): return None
+    return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision())
+
+def rl_mixed_precision() -> str | None:
+    "accelerate's `mixed_precision` for RL: on a CPU, bf16 autocast where `training_precision` chose it (as SFT and DPO train), else none; on a GPU accelerate's own setting (None)."
+    return None if on_gpu() else {'bf16': 'bf16', 'fp32': 'no'}[training_precision()]
 
 def checkpoint_updates(run: RLRun) -> set[int]:
     "The updates after which `run` keeps a checkpoint: `run.checkpoints` of them, evenly spaced, the last update among them."
@@ -648,7 +654,10 @@ def _probes(folder: Path, run: RLRun, policy: Policy, value_head, fresh: bool, d
     return probes
 
 def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, report_to) -> Path:
-    accelerator = Accelerator(cpu=not on_gpu(), gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
+    mixed = rl_mixed_precision()
+    if mixed and AcceleratorState._shared_state.get('_mixed_precision', mixed) != mixed:
+        AcceleratorState._reset_state()   # a trainer before this run, in this process, chose another precision (transformers' `Trainer` resets it too)
+    accelerator = Accelerator(cpu=not on_gpu(), mixed_precision=mixed, gradient_accumulation_steps=run.accumulation, log_with=list(report_to) or None,
                               project_dir=str(folder))
     _check_engine(accelerator, run)
     resumed = _load_state(folder)
