@@ -93,6 +93,7 @@ def sft_tokens_per_second(policy, bf16, rows=16, length=300, steps=3):
 def precisions(policy, steps=128, rounds=2):
     "CPU seconds of one tiny-recipe `train_rl` update (`steps` turns, a step every 128, 2 epochs) under SFTRL_PRECISION=fp32 and =bf16, interleaved, best of `rounds`; each one's first log row."
     seconds, logs = {'fp32': [], 'bf16': []}, {}
+    forced = os.environ.get('SFTRL_PRECISION')
     with tempfile.TemporaryDirectory() as out:
         init = save_policy(policy, f'{out}/init')
         for k in range(rounds):
@@ -103,7 +104,8 @@ def precisions(policy, steps=128, rounds=2):
                                   progress=False, report_to=[])
                 seconds[precision].append(time.process_time() - start)
                 logs[precision] = rl_log(folder).iloc[0]
-    os.environ.pop('SFTRL_PRECISION')
+    if forced is None: del os.environ['SFTRL_PRECISION']
+    else: os.environ['SFTRL_PRECISION'] = forced
     return {p: min(s) for p, s in seconds.items()}, logs
 
 

@@ -426,7 +426,7 @@ def test_packed_minibatches_keep_chains_whole_and_steps_as_before(policy):
 def test_fp32_and_bf16_train_the_same_smoke_run_within_stated_tolerances(tmp_path, policy, monkeypatch):
     """RL trains in `training_precision()` as SFT and DPO do (bf16 autocast where it measured faster on a CPU, its rollouts
     through the engine's bf16 weights). Measured 2026-12-05 on a CPU with bf16 units, 3 smoke updates: policy losses at most
-    4e-5 apart, value losses 1e-3, entropies 1e-6, KL to the Init 4e-6; the tolerances are ten times that."""
+    4e-5 apart, value losses 1e-3, entropies 1e-6, KL to the Init 4e-6; each tolerance is at least ten times that."""
     init = save_policy(policy, tmp_path / 'init')
     logs = {}
     for precision in ('fp32', 'bf16'):
