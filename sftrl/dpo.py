@@ -241,14 +241,13 @@ def _keep_pairs_record(folder: Path, data: Dataset):
 
 def run_pairs(run: DPORun, policy, folder: Path) -> Dataset:
     "The run's preference pairs: sampled from `policy` (the run's Init) and saved in `folder/pairs` (their record in `pairs.json`), or read from there."
-    if (saved := saved_pairs(folder)) is not None:
-        _keep_pairs_record(folder, saved); return saved
-    task = get_task(run.task)
-    env_kwargs = env_settings(task, run.resolution, run.verifier)
-    data = preference_pairs(policy, task, run.pairs, run.seed, run.samples, run.temperature, run.max_new_tokens,
-                            run.revision, **env_kwargs)
-    write_folder_atomically(folder / 'pairs', lambda temp: data.save_to_disk(str(temp)))   # whole, or not there
-    _keep_pairs_record(folder, data)
+    if (data := saved_pairs(folder)) is None:
+        task = get_task(run.task)
+        env_kwargs = env_settings(task, run.resolution, run.verifier)
+        data = preference_pairs(policy, task, run.pairs, run.seed, run.samples, run.temperature, run.max_new_tokens,
+                                run.revision, **env_kwargs)
+        write_folder_atomically(folder / 'pairs', lambda temp: data.save_to_disk(str(temp)))   # whole, or not there
+    _keep_pairs_record(folder, data)   # pairs saved before pairs.json existed get it too
     return data
 
 def _train(run: DPORun, folder: Path, progress: bool, stop_after: int | None) -> Path:
