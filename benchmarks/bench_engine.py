@@ -1,5 +1,5 @@
 """Evaluation with a model, today's path against the generation engine: a GP-L and a V-IRL-L evaluation of the tiny
-text policy (random weights: every answer runs to `max_new_tokens` and every episode uses all its tries, 5 for GP-L
+text policy (or GP-VL and V-IRL-VL of the tiny vision policy: its image tokens computed once an episode) (random weights: every answer runs to `max_new_tokens` and every episode uses all its tries, 5 for GP-L
 and 2 for V-IRL-L: the worst case), played by `generate` in batches of 16 (16 episodes in flight) and by `GenerationEngine` (the episodes in
 flight answered in one call, each chat's keys and values kept between tries, the shared prompt prefix run once; as
 evaluation runs it, re-tokenizing each chat, which a random model's answers make costlier than a trained model's),
@@ -7,6 +7,7 @@ and by the engine with bf16 weights (`precision='bf16'`, opt-in: not `generate`'
 the steadier measure), generated tokens per second and the ratios, and checks that both played the same rows.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py [episodes=200] [repeats=1] [tasks=gp-l,virl-l]
+(tasks among gp-l, virl-l, gp-vl, virl-vl)
 """
 import sys
 import time
@@ -15,7 +16,8 @@ import torch
 
 from sftrl.evaluate import evaluate
 from sftrl.generate import ModelPolicy, generate, model_policy
-from sftrl.models import build_text_policy, build_tokenizer, count_parameters, task_texts
+from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, count_parameters, task_texts
+from sftrl.tasks import get_task
 
 
 def play(policy, task, n, engine, max_new_tokens=80):
@@ -32,10 +34,13 @@ if __name__ == '__main__':
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     tasks = sys.argv[3].split(',') if len(sys.argv) > 3 else ['gp-l', 'virl-l']
     torch.manual_seed(0)
-    policy = build_text_policy(build_tokenizer(task_texts(n=200), 512), 'tiny', seed=0)
-    print(f"tiny text policy: {count_parameters(policy.model) / 1e6:.2f} M parameters, {torch.get_num_threads()} thread(s), "
+    tokenizer = build_tokenizer(task_texts(n=200), 512)
+    policies = {False: build_text_policy(tokenizer, 'tiny', seed=0), True: build_vision_policy(tokenizer, 'tiny', seed=0)}
+    print(f"tiny text policy: {count_parameters(policies[False].model) / 1e6:.2f} M parameters, vision "
+          f"{count_parameters(policies[True].model) / 1e6:.2f} M, {torch.get_num_threads()} thread(s), "
           f"{n} episodes, 80 new tokens per answer, greedy")
     for task in tasks:
+        policy = policies[get_task(task).vision]
         players = {'today': None, 'engine': 'fp32', 'engine bf16': 'bf16'}
         results = {name: [] for name in players}
         for r in range(repeats):

@@ -193,8 +193,8 @@ def _on_rows(model):
     finally: config._attn_implementation = saved
 
 def _forward(model, cache: _RowCache, rows: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor,
-             span: slice | None = None, group_rows: int | None = None, shared=None) -> torch.Tensor:
-    "Run `tokens` [R, W] of cache `rows` at positions `starts` [R] onwards (keys and values written there); hidden states [R, W, h]."
+             span: slice | None = None, group_rows: int | None = None, shared=None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+    "Run `tokens` [R, W] (or their `embeds`, images in place) of cache `rows` at positions `starts` [R] onwards (keys and values written there); hidden states [R, W, h]."
     positions = starts[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
     width = int(positions.max()) + 1
     cache.target = (rows, positions.clamp_max(cache.capacity - 1), width, span)
@@ -204,7 +204,8 @@ def _forward(model, cache: _RowCache, rows: torch.Tensor, tokens: torch.Tensor, 
     if group_rows and len(rows) > group_rows:   # rows come sorted by length: each group attends over its own width
         ends = positions[:, -1]
         groups = [(a, min(a + group_rows, len(rows)), int(ends[a:a + group_rows].max()) + 1) for a in range(0, len(rows), group_rows)]
-    return model.get_decoder()(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+    inputs = {'input_ids': tokens} if embeds is None else {'inputs_embeds': embeds}
+    return model.get_decoder()(**inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                                row_groups=groups, shared=shared).last_hidden_state
 
 @dataclass(eq=False)
@@ -214,12 +215,24 @@ class _Chat:
     computed: int
     row: int
     cache: _RowCache
+    image: Image.Image | None = None   # a vision chat's picture, whose tokens stand in `ids` as its marker (`_image_marker`)
 
-def _chat_key(messages: list[dict]) -> int: return observation_digest({'messages': messages})
+def _chat_key(messages: list[dict], image=None) -> int: return observation_digest({'messages': messages, 'image': image})
 
-def _chat_ids(policy: Policy, messages: list[dict]) -> list[int]:
-    "A new chat's ids, as `encode` writes them."
-    return policy.tokenizer(chat_texts(policy, [{'messages': messages}])[0], add_special_tokens=False)['input_ids']
+def _image_marker(image) -> int:
+    "The id that stands for each of an image's tokens in a chat's ids: negative (no token has it), the same only for the same pixels."
+    return -2 - observation_digest({'messages': [], 'image': image}) % 2**62
+
+def _chat_ids(policy: Policy, item: dict) -> list[int]:
+    "A new chat's ids, as `encode` writes them; a vision chat's image tokens as its image's marker."
+    if policy.kind != 'vision':
+        return policy.tokenizer(chat_texts(policy, [item])[0], add_special_tokens=False)['input_ids']
+    ids, image_id, marker = encode(policy, [item])['input_ids'][0].tolist(), policy.model.config.image_token_id, _image_marker(item['image'])
+    return [marker if t == image_id else t for t in ids]
+
+def _model_ids(ids: list[int], image_id: int | None) -> list[int]:
+    "A chat's ids as the model reads them: each image marker back to the image token."
+    return ids if image_id is None else [image_id if t < 0 else t for t in ids]
 
 def _longest_prefix(ids: list[int], table: np.ndarray, usable: np.ndarray) -> tuple[int, int]:
     "(row, length) of the row of `table` (token ids, -1 padded) that shares the longest prefix with `ids`, within its `usable` length."
@@ -236,6 +249,7 @@ def _find_prefixes(engine, policy: Policy, plans: list):
     fresh = [k for k, plan in enumerate(plans) if plan[1] is None]
     if len(fresh) >= 2:
         common = os.path.commonprefix([plans[k][0] for k in fresh])
+        common = common[:next((i for i, t in enumerate(common) if t < 0), len(common))]   # an image's tokens are never a shared prefix
         if len(common) >= engine.min_prefix and not any(c.ids[:len(common)] == common and c.computed >= len(common) for c in candidates):
             engine.prefixes = (engine.prefixes + [_shared_prefix(policy, common)])[-4:]
             candidates.append(engine.prefixes[-1])
@@ -261,18 +275,37 @@ def _cascade_prefix(prefixes: list[_Chat], chats: list[_Chat]):
         if all(c.ids[:n] == prefix.ids for c in chats): return prefix.cache.keys[:, 0, ..., :n], prefix.cache.values[:, 0, :, :n]
     return None
 
+def _image_id(policy: Policy) -> int | None:
+    return policy.model.config.image_token_id if policy.kind == 'vision' else None
+
+def _with_images(policy: Policy, tokens: torch.Tensor, chats: list[_Chat]) -> torch.Tensor | None:
+    "The input embeddings of `tokens` [R, W] (each chat's ids not computed yet) with its image's features at its markers; None when no row has any."
+    pending = [np.flatnonzero(np.asarray(c.ids[c.computed:]) < 0) for c in chats]
+    if not any(len(p) for p in pending): return None
+    model, todo = policy.model, [r for r, p in enumerate(pending) if len(p)]
+    embeds, config = model.get_input_embeddings()(tokens), model.config
+    pixels = policy.processor.image_processor(images=[chats[r].image for r in todo], return_tensors='pt')['pixel_values']
+    pixels = pixels.to(embeds.device, next(model.parameters()).dtype)   # as the processor makes them for `encode`
+    features = model.get_image_features(pixel_values=pixels, vision_feature_layer=config.vision_feature_layer,
+                                        vision_feature_select_strategy=config.vision_feature_select_strategy).pooler_output
+    for r, image in zip(todo, features):
+        before = int((np.asarray(chats[r].ids[:chats[r].computed]) < 0).sum())   # the image's tokens already computed
+        embeds[r, torch.as_tensor(pending[r])] = image[before:before + len(pending[r])].to(embeds.dtype)
+    return embeds
+
 def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: int = 32) -> torch.Tensor:
     "Run every chat's ids that have no keys and values yet, chats of similar lengths together; the logits at each chat's last id."
-    device, pad = cache.keys.device, policy.tokenizer.pad_token_id
+    device, pad, image_id = cache.keys.device, policy.tokenizer.pad_token_id, _image_id(policy)
     pending = sorted(range(len(chats)), key=lambda k: len(chats[k].ids) - chats[k].computed)
     last = [None] * len(chats)
     for a in range(0, len(pending), chunk_rows):
         chunk = pending[a:a + chunk_rows]
         lengths = [len(chats[k].ids) - chats[k].computed for k in chunk]
         tokens = torch.full((len(chunk), max(lengths)), pad, dtype=torch.long)
-        for r, k in enumerate(chunk): tokens[r, :lengths[r]] = torch.tensor(chats[k].ids[chats[k].computed:])
+        for r, k in enumerate(chunk): tokens[r, :lengths[r]] = torch.tensor(_model_ids(chats[k].ids[chats[k].computed:], image_id))
         starts = torch.tensor([chats[k].computed for k in chunk], device=device)
-        hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens.to(device), starts)
+        hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens.to(device), starts,
+                          embeds=_with_images(policy, tokens.to(device), [chats[k] for k in chunk]))
         for r, k in enumerate(chunk): last[k], chats[k].computed = hidden[r, lengths[r] - 1], len(chats[k].ids)
     return policy.model.get_output_embeddings()(torch.stack(last)).float()
 
@@ -355,7 +388,6 @@ class GenerationEngine:
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int = 256) -> Generation:
         if not batch: return Generation([], [], [], TokenCount())
-        if policy.kind == 'vision': return generate(policy, batch, temperature, seed, max_new_tokens)   # not cached (yet)
         if policy.model is not self.model: self.reset(); self.model = policy.model
         if self.running is None: self.running = _in_precision(policy.model, self.precision)
         running = Policy(self.running, policy.tokenizer, policy.processor, policy.kind)
@@ -367,21 +399,23 @@ class GenerationEngine:
             answers = _decode(running, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
                               _cascade_prefix(self.prefixes, chats))
         row = {i: r for r, i in enumerate(order)}
-        out = _generation(policy.tokenizer, [chats[row[i]].ids for i in range(len(batch))], [answers[row[i]] for i in range(len(batch))])
+        image_id = _image_id(policy)
+        out = _generation(policy.tokenizer, [_model_ids(chats[row[i]].ids, image_id) for i in range(len(batch))],
+                          [answers[row[i]] for i in range(len(batch))])
         self.chats = {}   # what the next call may continue: this call's chats, each with its answer
         for i, item in enumerate(batch):
             chat = chats[row[i]]; chat.ids = chat.ids + answers[row[i]]
-            self.chats.setdefault(_chat_key(item['messages'] + [{'role': 'assistant', 'content': out.texts[i]}]), []).append(chat)
+            self.chats.setdefault(_chat_key(item['messages'] + [{'role': 'assistant', 'content': out.texts[i]}], item.get('image')), []).append(chat)
         return out
 
     def _rows(self, policy: Policy, batch: list[dict], max_new_tokens: int) -> tuple[list[_Chat], list[int]]:
         "A fresh cache with one row per observation (shortest first), each holding what its chat already had cached; the rows' order."
-        plans = [(None if self.retokenize else self._continued(policy, item['messages'])) or (_chat_ids(policy, item['messages']), None, 0)
+        plans = [(None if self.retokenize else self._continued(policy, item)) or (_chat_ids(policy, item), None, 0)
                  for item in batch]   # retokenize: every chat as `encode` writes it, the longest prefix cached reused (below)
         _find_prefixes(self, policy, plans)
         order = sorted(range(len(batch)), key=lambda i: len(plans[i][0]))   # similar lengths side by side
         cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1)
-        chats = [_Chat(list(plans[i][0]), plans[i][2], row, cache) for row, i in enumerate(order)]
+        chats = [_Chat(list(plans[i][0]), plans[i][2], row, cache, batch[i].get('image')) for row, i in enumerate(order)]
         for chat, i in zip(chats, order):
             source, n = plans[i][1], plans[i][2]
             if n:
@@ -391,13 +425,14 @@ class GenerationEngine:
         self.stats['prefilled'] += sum(len(c.ids) - c.computed for c in chats)
         return chats, order
 
-    def _continued(self, policy: Policy, messages: list[dict]):
-        "(ids, chat, cached count) when `messages` continue a chat of the previous call: its ids, then the new turn's ids appended."
-        if len(messages) < 3 or messages[-2]['role'] != 'assistant' or not self.chats.get(_chat_key(messages[:-1])): return None
+    def _continued(self, policy: Policy, item: dict):
+        "(ids, chat, cached count) when the observation continues a chat of the previous call: its ids, then the new turn's ids appended."
+        messages, key = item['messages'], _chat_key(item['messages'][:-1], item.get('image'))
+        if len(messages) < 3 or messages[-2]['role'] != 'assistant' or not self.chats.get(key): return None
         before, answer = chat_texts(policy, [{'messages': messages[:-2]}])[0], messages[-2]['content']
         full = chat_texts(policy, [{'messages': messages}])[0]
         if not full.startswith(before + answer): return None
-        chat, eos = self.chats[_chat_key(messages[:-1])].pop(), policy.tokenizer.eos_token_id
+        chat, eos = self.chats[key].pop(), policy.tokenizer.eos_token_id
         turn = policy.tokenizer(full[len(before) + len(answer):], add_special_tokens=False)['input_ids']
         if chat.ids[-1:] == [eos] and turn[:1] == [eos]: turn = turn[1:]   # the answer's own end-of-sequence closes it
         return chat.ids + turn, chat, chat.computed
@@ -485,9 +520,9 @@ class ModelPolicy:
 
 def model_policy(policy: Policy, temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 256,
                  batch_size: int = 16, backend: str = 'transformers', precision: str = 'fp32') -> ModelPolicy:
-    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend` (a text model on the CPU: the engine, in `precision`)."
+    "The evaluator's policy for a model: greedy by default, sampled at `temperature` from `seed`, generated by `backend` (on the CPU: the engine, in `precision`)."
     if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if max_new_tokens < 1 or batch_size < 1: raise ValueError("max_new_tokens and batch_size must be >= 1")
     on_cpu = next(policy.model.parameters()).device.type == 'cpu'
-    engine = backend == 'transformers' and policy.kind == 'text' and on_cpu
+    engine = backend == 'transformers' and on_cpu
     return ModelPolicy(policy, temperature, seed, max_new_tokens, batch_size, generate=GenerationEngine(retokenize=True, precision=precision) if engine else generator(policy, backend))

@@ -4,7 +4,7 @@ import torch
 
 from sftrl.evaluate import evaluate
 from sftrl.generate import GenerationEngine, ModelPolicy, _answer_ids, encode, generate, model_policy
-from sftrl.models import Policy, build_text_policy, build_tokenizer, task_texts
+from sftrl.models import Policy, build_text_policy, build_tokenizer, build_vision_policy, task_texts
 from sftrl.tasks import evaluation_seeds, make_env, start_episode
 
 FEEDBACK = 'You failed this trial because the formula is wrong.'
@@ -56,6 +56,45 @@ def test_a_chat_not_continued_from_the_previous_call_is_read_afresh(policy):
     for prompt, answer in zip(out.prompt_ids, out.answer_ids):
         assert answer == greedy_from_ids(policy, prompt, 8)
     assert GenerationEngine()(policy, []).texts == []
+
+
+@pytest.fixture(scope='module')
+def vision_policy():
+    "A random smoke vision model, its language weights scaled up 4x (varied answers, as the text one's)."
+    policy = build_vision_policy(build_tokenizer(task_texts(n=40), 400), 'smoke', seed=0)
+    with torch.no_grad():
+        for p in policy.model.get_decoder().parameters(): p.mul_(4)
+    return policy
+
+
+@pytest.mark.parametrize('task', ['gp-vl', 'virl-vl'])
+@pytest.mark.parametrize('temperature', [0.0, 1.0])
+def test_vision_evaluation_rows_are_generates(vision_policy, task, temperature):
+    "The engine with images in its cache plays a vision evaluation as generate does, image tokens counted alike."
+    answer = model_policy(vision_policy, temperature, max_new_tokens=16)
+    engine = evaluate(answer, task, 'id', n=6, batch_size=6, progress=False)
+    reference = ModelPolicy(vision_policy, temperature, max_new_tokens=16, generate=generate)
+    today = evaluate(reference, task, 'id', n=6, batch_size=3, progress=False)
+    for ours, theirs in zip(engine, today):
+        assert ours.to_dict('records') == theirs.to_dict('records')
+    assert isinstance(answer.generate, GenerationEngine) and answer.tokens == reference.tokens
+    assert engine[0].veri_step.max() >= 2 and answer.generate.stats['reused'] > 0
+
+
+def test_chats_share_cached_image_tokens_only_for_the_same_pixels(vision_policy):
+    "Two chats with the same text and different images share the prefix up to the image, never through it."
+    env = make_env('gp-vl', 'id')
+    (a_obs, a), (b_obs, b) = env.reset(seed=1), env.reset(seed=2)
+    same_text = [{'messages': a['messages'], 'image': a_obs['image']}, {'messages': a['messages'], 'image': b_obs['image']}]
+    engine = GenerationEngine(retokenize=True)
+    first = engine(vision_policy, same_text[:1], max_new_tokens=6)
+    before = engine.stats['reused']
+    second = engine(vision_policy, same_text, max_new_tokens=6)   # the second row starts like the first, up to its image
+    assert second.answer_ids == generate(vision_policy, same_text, max_new_tokens=6).answer_ids
+    assert first.answer_ids[0] == second.answer_ids[0]
+    ids = encode(vision_policy, same_text[:1])['input_ids'][0].tolist()
+    image_at = ids.index(vision_policy.model.config.image_token_id)
+    assert engine.stats['reused'] - before == (len(ids) - 1) + image_at   # the same chat again: all but its last id; the other: up to its image
 
 
 @pytest.mark.parametrize('task', ['gp-l', 'virl-l'])
