@@ -7,7 +7,7 @@ and by the engine with bf16 weights (`precision='bf16'`, opt-in: not `generate`'
 the steadier measure), generated tokens per second and the ratios, and checks that both played the same rows.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py [episodes=200] [repeats=1] [tasks=gp-l,virl-l]
-(tasks among gp-l, virl-l, gp-vl, virl-vl)
+(tasks among gp-l, virl-l, gp-vl, virl-vl) [checkpoint: a trained model's folder in place of the random policies]
 """
 import sys
 import time
@@ -16,7 +16,7 @@ import torch
 
 from sftrl.evaluate import evaluate
 from sftrl.generate import ModelPolicy, generate, model_policy
-from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, count_parameters, task_texts
+from sftrl.models import build_text_policy, build_tokenizer, build_vision_policy, count_parameters, load_policy, task_texts
 from sftrl.tasks import get_task
 
 
@@ -36,6 +36,10 @@ if __name__ == '__main__':
     torch.manual_seed(0)
     tokenizer = build_tokenizer(task_texts(n=200), 512)
     policies = {False: build_text_policy(tokenizer, 'tiny', seed=0), True: build_vision_policy(tokenizer, 'tiny', seed=0)}
+    if len(sys.argv) > 4:   # a trained checkpoint: its answers are shorter and end, as in the study
+        trained = load_policy(sys.argv[4])
+        policies[trained.kind == 'vision'] = trained
+        print(f"checkpoint {sys.argv[4]}")
     print(f"tiny text policy: {count_parameters(policies[False].model) / 1e6:.2f} M parameters, vision "
           f"{count_parameters(policies[True].model) / 1e6:.2f} M, {torch.get_num_threads()} thread(s), "
           f"{n} episodes, 80 new tokens per answer, greedy")

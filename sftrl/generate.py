@@ -310,7 +310,7 @@ def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: i
     return policy.model.get_output_embeddings()(torch.stack(last)).float()
 
 def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.Tensor, sampling: RowSeededSampling | None,
-            max_new_tokens: int, batch_size: int, group_rows: int, shared=None) -> list[list[int]]:
+            max_new_tokens: int, batch_size: int, group_rows: int, shared=None, banned: tuple[int, ...] = ()) -> list[list[int]]:
     "Answer every chat, `batch_size` rows at a time, one token per row per step until end-of-sequence or `max_new_tokens`."
     head, eos, device = policy.model.get_output_embeddings(), policy.tokenizer.eos_token_id, cache.keys.device
     answers = [[] for _ in chats]
@@ -320,7 +320,7 @@ def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.
         lengths = torch.tensor([chats[k].computed for k in at], device=device)
         noise = [sampling.generators[k] for k in at] if sampling else None
         for step in range(max_new_tokens):
-            tokens = _choose(step_logits, sampling and (sampling.temperature, noise), live)
+            tokens = _choose(step_logits, sampling and (sampling.temperature, noise), live, banned)
             for r, token in enumerate(tokens.tolist()):
                 if live[r]: answers[at[r]].append(token)
             live &= tokens != eos
@@ -348,8 +348,9 @@ def _compact(cache: _RowCache, chats: list[_Chat], a: int, at: list[int], live, 
     return ([at[k] for k in order][:n], live[order][:n], lengths[:n], tokens[order][:n],
             noise and [noise[k] for k in order][:n])
 
-def _choose(logits: torch.Tensor, sampling: tuple | None, live: torch.Tensor) -> torch.Tensor:
-    "The next token of each row: the argmax, or, for `sampling` (temperature, each row's generator), a sample with each live row's own noise."
+def _choose(logits: torch.Tensor, sampling: tuple | None, live: torch.Tensor, banned: tuple[int, ...] = ()) -> torch.Tensor:
+    "The next token of each row: the argmax, or, for `sampling` (temperature, each row's generator), a sample with each live row's own noise; never a `banned` id."
+    if banned: logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float('-inf'))
     if sampling is None: return logits.argmax(-1).cpu()
     temperature, generators = sampling
     noise = torch.zeros(logits.shape, dtype=torch.float32)
@@ -374,10 +375,10 @@ def _in_precision(model, precision: str):
 class GenerationEngine:
     "`generate` for many chats in flight: each chat's keys and values kept from one call to the next, shared prompt prefixes computed once; `precision` 'bf16': the weights' matmuls in bf16 (opt-in: not `generate`'s numbers)."
     def __init__(self, batch_size: int = 128, group_rows: int = 25, min_prefix: int = 16, retokenize: bool = False,
-                 precision: str = 'fp32'):
+                 precision: str = 'fp32', banned: tuple[int, ...] = ()):
         if precision not in GENERATION_PRECISIONS: raise ValueError(f"precision must be one of {GENERATION_PRECISIONS}, got {precision!r}")
         self.batch_size, self.group_rows, self.min_prefix, self.retokenize = batch_size, group_rows, min_prefix, retokenize
-        self.precision = precision
+        self.precision, self.banned = precision, tuple(banned)   # ids never generated (rollouts of a LLaVA: its image token)
         self.reset()
 
     def reset(self):
@@ -397,7 +398,7 @@ class GenerationEngine:
         with torch.autocast(running.model.device.type, enabled=False), _on_rows(running.model):   # its own precision, under a trainer's autocast too
             first = _prefill(running, chats[0].cache, chats)
             answers = _decode(running, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
-                              _cascade_prefix(self.prefixes, chats))
+                              _cascade_prefix(self.prefixes, chats), self.banned)
         row = {i: r for r, i in enumerate(order)}
         image_id = _image_id(policy)
         out = _generation(policy.tokenizer, [_model_ids(chats[row[i]].ids, image_id) for i in range(len(batch))],

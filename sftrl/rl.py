@@ -623,10 +623,11 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
 def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):
-    "What plays a run's rollouts: on a CPU a text policy through the generation engine (each chat's keys and values kept between tries; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+    "What plays a run's rollouts: on a CPU the generation engine (each chat's keys and values kept between tries, a vision chat's image among them; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
-    if policy.kind != 'text' or on_gpu(): return None
-    return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision())
+    if on_gpu(): return None
+    banned = [policy.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # as `_sample` bans it
+    return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision(), banned=banned)
 
 def rl_mixed_precision() -> str | None:
     "accelerate's `mixed_precision` for RL: on a CPU, bf16 autocast where `training_precision` chose it (as SFT and DPO train), else none; on a GPU accelerate's own setting (None)."

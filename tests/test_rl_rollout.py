@@ -310,6 +310,24 @@ def test_the_generation_engine_plays_the_rollout_own_sampling_plays(policy, head
     assert max(abs(x - y) for x, y in zip(own.last_values, engine.last_values)) < 1e-5
 
 
+def test_the_engine_plays_a_vision_rollout_as_own_sampling(tokenizer):
+    "GP-VL through the engine (each image run once a chat, its token never generated): the turns `collect`'s own sampling plays, scored alike to 1e-4 (weights scaled up 4x: larger logits than the text test's)."
+    from sftrl.generate import GenerationEngine
+    from sftrl.rl import _rollout_generator
+    policy = build_vision_policy(tokenizer, 'smoke', seed=0)
+    with torch.no_grad():
+        for p in policy.model.get_decoder().parameters(): p.mul_(4)   # varied answers
+    head, kwargs = ValueHead(hidden_size(policy.model)), dict(steps=8, n_envs=2, seed=2, temperature=1.0, max_new_tokens=10, env_kwargs={'resolution': 64})
+    engine = _rollout_generator(policy, 'transformers')
+    assert isinstance(engine, GenerationEngine) and engine.banned == (policy.model.config.image_token_id,)
+    own, played = collect(policy, head, 'gp-vl', **kwargs), collect(policy, head, 'gp-vl', generator=engine, **kwargs)
+    assert [(t.prompt_ids, t.answer_ids, t.reward) for t in own.turns] == [(t.prompt_ids, t.answer_ids, t.reward) for t in played.turns]
+    assert max(len(c) for c in chains(played.turns)) > 1 and engine.stats['reused'] > 0
+    for a, b in zip(own.turns, played.turns):
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-4 and abs(a.value - b.value) < 1e-4
+        assert torch.equal(a.pixel_values, b.pixel_values)
+
+
 def test_the_episodes_of_a_group_sample_apart(policy, head):
     "A group's environments show the same chat, yet each samples its own answer: else every episode of a hand is the same and the group baseline is 0."
     rollout = collect(policy, head, 'gp-l', steps=4, n_envs=4, seed=0, temperature=1.0, max_new_tokens=8, group_size=2)
