@@ -257,13 +257,14 @@ def test_the_paper_preset_keeps_the_official_ppo_values():
 
 
 def test_the_tiny_preset_is_the_documented_recipe():
-    from sftrl.rl import TINY_CHOSEN_RATES, TINY_LEARNING_RATES
+    from sftrl.rl import TINY_BASELINES, TINY_CHOSEN_RATES, TINY_LEARNING_RATES
+    assert TINY_BASELINES == {'gp-vl': 4}   # GeneralPoints' group baseline (the RL chapter's *A second look*); GP-L's lands with its re-runs
     for task in PAPER_RL:
         run = rl_run('tiny', task, init='x')
         assert (run.ratio, run.temperature, run.ppo_epochs, run.thought_weight) == ('token', 1.0, 2, 0.5)
         assert run.turns_per_step >= 128 and run.steps % run.turns_per_step == 0 and run.updates * run.steps >= 3000
         assert TINY_LEARNING_RATES == (1e-5, 3e-5, 1e-4) and run.learning_rate == TINY_CHOSEN_RATES.get(task, 3e-5)   # the rule's, or 3e-5
-        assert (run.gamma, run.lam, run.clip, run.kl_coef, run.group_size) == (0.9, 0.95, 0.1, 0.0, None)
+        assert (run.gamma, run.lam, run.clip, run.kl_coef, run.group_size) == (0.9, 0.95, 0.1, 0.0, TINY_BASELINES.get(task))
         assert run.cosine_updates == PAPER_RL[task].cosine_updates
 
 
