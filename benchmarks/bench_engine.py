@@ -1,5 +1,5 @@
 """Evaluation with a model, today's path against the generation engine: a GP-L and a V-IRL-L evaluation of the tiny
-text policy (or GP-VL and V-IRL-VL of the tiny vision policy: its image tokens computed once an episode) (random weights: every answer runs to `max_new_tokens` and every episode uses all its tries, 5 for GP-L
+text policy, or GP-VL and V-IRL-VL of the tiny vision policy (random weights: every answer runs to `max_new_tokens` and every episode uses all its tries, 5 for GP-L
 and 2 for V-IRL-L: the worst case), played by `generate` in batches of 16 (16 episodes in flight) and by `GenerationEngine` (the episodes in
 flight answered in one call, each chat's keys and values kept between tries, the shared prompt prefix run once; as
 evaluation runs it, re-tokenizing each chat, which a random model's answers make costlier than a trained model's),

@@ -227,7 +227,7 @@ def _chat_ids(policy: Policy, item: dict) -> list[int]:
     "A new chat's ids, as `encode` writes them; a vision chat's image tokens as its image's marker."
     if policy.kind != 'vision':
         return policy.tokenizer(chat_texts(policy, [item])[0], add_special_tokens=False)['input_ids']
-    ids, image_id, marker = encode(policy, [item])['input_ids'][0].tolist(), policy.model.config.image_token_id, _image_marker(item['image'])
+    ids, image_id, marker = encode(policy, [item])['input_ids'][0].tolist(), _image_id(policy), _image_marker(item['image'])
     return [marker if t == image_id else t for t in ids]
 
 def _model_ids(ids: list[int], image_id: int | None) -> list[int]:
@@ -303,9 +303,9 @@ def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: i
         lengths = [len(chats[k].ids) - chats[k].computed for k in chunk]
         tokens = torch.full((len(chunk), max(lengths)), pad, dtype=torch.long)
         for r, k in enumerate(chunk): tokens[r, :lengths[r]] = torch.tensor(_model_ids(chats[k].ids[chats[k].computed:], image_id))
-        starts = torch.tensor([chats[k].computed for k in chunk], device=device)
-        hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens.to(device), starts,
-                          embeds=_with_images(policy, tokens.to(device), [chats[k] for k in chunk]))
+        starts, tokens = torch.tensor([chats[k].computed for k in chunk], device=device), tokens.to(device)
+        hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens, starts,
+                          embeds=_with_images(policy, tokens, [chats[k] for k in chunk]))
         for r, k in enumerate(chunk): last[k], chats[k].computed = hidden[r, lengths[r] - 1], len(chats[k].ids)
     return policy.model.get_output_embeddings()(torch.stack(last)).float()
 

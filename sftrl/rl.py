@@ -223,6 +223,10 @@ def _final_norm(model):
     decoder = model.get_decoder() if hasattr(model, 'get_decoder') else None
     return getattr(decoder, 'norm', None)
 
+def _never_sampled(policy: Policy) -> list[int]:
+    "Ids a rollout never samples: a vision policy's image placeholder (a LLaVA cannot read an answer holding one)."
+    return [policy.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []
+
 def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]], pixels: list, batch: list[dict],
             temperature: float, seed: int | list[int], max_new_tokens: int) -> tuple[Generation, list[list[float]], list[float]]:
     "Answers continuing `prompts` (ids), sampled as `generate` samples (each row seeded from `seed` and its observation); each answer token's log-probability and the value at the last prompt token, read while generating."
@@ -231,8 +235,7 @@ def _sample(actor_critic: ActorCritic, policy: Policy, prompts: list[list[int]],
     ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     extra = {'pixel_values': torch.stack(pixels).to(device)} if pixels[0] is not None else {}
-    banned = [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # a LLaVA cannot read an answer holding one
-    sampling, last_hidden = _Recording(temperature, _row_seeds(seed, batch), banned), []
+    sampling, last_hidden = _Recording(temperature, _row_seeds(seed, batch), _never_sampled(policy)), []
     keep_first = lambda module, args, out: None if last_hidden else last_hidden.append(out[:, -1])   # the prompt's pass: left-padded, -1 is its last token
     hook = _final_norm(model).register_forward_hook(keep_first) if _final_norm(model) is not None else None
     try:
@@ -629,8 +632,7 @@ def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'
     "What plays a run's rollouts: on a CPU the generation engine (each chat's keys and values kept between tries, a vision chat's image among them; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
     if on_gpu(): return None
-    banned = [policy.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] if policy.kind == 'vision' else []   # as `_sample` bans it
-    return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision(), banned=banned)
+    return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision(), banned=_never_sampled(policy))
 
 def rl_mixed_precision() -> str | None:
     "accelerate's `mixed_precision` for RL: on a CPU, bf16 autocast where `training_precision` chose it (as SFT and DPO train), else none; on a GPU accelerate's own setting (None)."
