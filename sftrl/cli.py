@@ -121,7 +121,7 @@ def _lane_parser(commands):
     l.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"])
     l.add_argument("--seed", type=int, default=0)
     l.add_argument("--root", help="the runs folder (default: $SFTRL_RUNS, else runs)")
-    l.add_argument("--until", help="stop after this stage: sft, init, rl, id or ood_rule")
+    l.add_argument("--until", help="stop after this stage: sft, init, sft_evals, rl, id, ood_rule or (a vision task) ood_visual")
     l.add_argument("--plan", action="store_true", help="print the lane's progress and time left; run nothing")
 
 

@@ -24,29 +24,42 @@ from .sft import checkpoint_steps
 from .tasks import get_task
 
 # %% auto #0
-__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STAGES', 'MEASURED_COSTS', 'lane_plan', 'plan_text', 'study_plan', 'study_plan_text',
-           'run_lane']
+__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STAGES', 'MEASURED_COSTS', 'lane_splits', 'lane_stages', 'lane_plan', 'plan_text',
+           'study_plan', 'study_plan_text', 'run_lane']
 
 # %% ../nbs/15a_lanes.ipynb #1ebc6dcb
 LANE_SPLITS = ('id', 'ood_rule')   # the splits Figs. 5 and 6 draw
 TEXT_CORE = ('gp-l', 'virl-l')     # the text tasks: the lanes of the study's first scope (issue 19)
 STAGES = {'sft': ('SFT run', 'steps'), 'init': ('Init: ID evaluations choose_init reads', 'evaluations'),
-          'rl': ('RL run from the Init', 'updates'), 'id': ('ID evaluations of the arms', 'evaluations'),
-          'ood_rule': ('rule-OOD evaluations of the arms', 'evaluations')}   # name: (title, unit), in order
+          'sft_evals': ('Init and later SFT checkpoints evaluated', 'evaluations'),
+          'rl': ('RL run from the Init', 'updates'), 'id': ('ID evaluations of RL checkpoints', 'evaluations'),
+          'ood_rule': ('rule-OOD evaluations of RL checkpoints', 'evaluations'),
+          'ood_visual': ('visual-OOD evaluations of RL checkpoints', 'evaluations')}   # name: (title, unit), in order
+
+def lane_splits(task) -> tuple[str, ...]:
+    "The splits a lane of `task` evaluates its arms on: Figs. 5 and 6's, and for a vision task the visual variant (Figs. 7, 8)."
+    return LANE_SPLITS + (('ood_visual',) if get_task(task).vision else ())
+
+def lane_stages(task) -> list[str]:
+    "The stages of a lane of `task`, in order: `STAGES` with an evaluation stage for each of its `lane_splits`."
+    splits = lane_splits(task)
+    return [stage for stage in STAGES if stage in splits or stage not in ('id', 'ood_rule', 'ood_visual')]
 
 # %% ../nbs/15a_lanes.ipynb #bad37f92
 MEASURED_COSTS = {   # (preset, task): seconds per unit of each stage, measured on 2 cores (Reproduce page, 2026-12-04/05)
     ('tiny', 'gp-l'): {'sft': 3.9,    # 1,957 s for 500 steps
                        'init': 600,   # SFT checkpoints' ID evaluations, 394-884 s (early checkpoints answer at length)
                        'rl': 156,     # 1,867 s for 12 updates of 256 turns
-                       'id': 215, 'ood_rule': 290},   # RL checkpoints: ID 207-221 s, rule-OOD 270-308 s
+                       'id': 215, 'ood_rule': 290,   # RL checkpoints: ID 207-221 s, rule-OOD 270-308 s
+                       'sft_evals': 250},   # the later SFT checkpoints, ID and rule-OOD alike: their mean
     ('tiny', 'virl-l'): {'sft': 28,   # 5,310 s for 188 steps, beside 2-4 other processes
                          'init': 145, 'id': 145,   # ID evaluations of the SFT checkpoints, 99-180 s
                          'rl': 600,   # about 10 min an update (V-IRL prompts are long)
-                         'ood_rule': 130},   # 127-129 s
+                         'ood_rule': 130,   # 127-129 s
+                         'sft_evals': 140},   # ID and rule-OOD alike: their mean
     # the smoke lanes (this chapter's example, 2026-12-05, at a load of 4-6): a minute each, mostly loading
-    ('smoke', 'gp-l'): {'sft': 1.7, 'init': 0.5, 'rl': 3.5, 'id': 0.5, 'ood_rule': 0.8},
-    ('smoke', 'virl-l'): {'sft': 5.0, 'init': 1.5, 'rl': 15, 'id': 1.0, 'ood_rule': 2.3},
+    ('smoke', 'gp-l'): {'sft': 1.7, 'init': 0.5, 'sft_evals': 0.7, 'rl': 3.5, 'id': 0.5, 'ood_rule': 0.8},
+    ('smoke', 'virl-l'): {'sft': 5.0, 'init': 1.5, 'sft_evals': 1.7, 'rl': 15, 'id': 1.0, 'ood_rule': 2.3},
 }
 
 def _lane_records(preset, root) -> Path:
@@ -145,15 +158,17 @@ def lane_plan(task, preset='tiny', seed: int = 0, root='runs') -> pd.DataFrame:
     k, read, share, earliest = _init_reading(checkpoints, task, name, root) if sft_done else (None, [], 0.0, 0)
     init = earliest if k is None else k   # unknown: count with the earliest Init still possible (an upper bound)
     rows.append(_row('init', len(read) + share, init + 2, wall('init'), costs.get('init')))
+    splits, sft_later = lane_splits(task), checkpoints[init:] if sft_done else []
+    played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in sft_later for split in splits)
+    rows.append(_row('sft_evals', played, (n - init) * len(splits), wall('sft_evals'), costs.get('sft_evals')))
     rl, rl_folder = study_run('rl', task, name, seed, root, init=checkpoints[k][0] if k is not None else '')
     rl_home = _home(rl_folder, name) if k is not None else rl_folder
     updates = rl.updates if finished(rl_home) else _updates_logged(rl_home)
     rows.append(_row('rl', updates, rl.updates, wall('rl'), costs.get('rl')))
-    later = (checkpoints[init:] if sft_done else []) + (_checkpoints(rl_home, rl_folder, 'checkpoint-*') if k is not None else [])
-    expected = (n - init) + len(checkpoint_updates(rl))   # the Init, the SFT checkpoints after it, the RL checkpoints
-    for split in LANE_SPLITS:
-        played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in later)
-        rows.append(_row(split, played, expected, wall(split), costs.get(split)))
+    rl_later = _checkpoints(rl_home, rl_folder, 'checkpoint-*') if k is not None else []
+    for split in splits:
+        played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in rl_later)
+        rows.append(_row(split, played, len(checkpoint_updates(rl)), wall(split), costs.get(split)))
     plan = pd.DataFrame(rows)
     plan.attrs = {'task': task.name, 'preset': name, 'seed': seed, 'root': str(root), 'n_checkpoints': n,
                   'init_step': None if k is None else checkpoints[k][1]['step'], 'upper_bound': k is None}
@@ -218,17 +233,19 @@ def _record(task, preset, seed: int, root, stage: str, wall: float, units: float
 
 def run_lane(task, preset='tiny', seed: int = 0, root='runs', until: str | None = None, log=print) -> pd.DataFrame:
     "Run the stages of the lane of `task`, `preset`, `seed` that `lane_plan` finds unfinished, in order (stopping after `until`); each stage's wall time printed and recorded. The plan after."
-    if until is not None and until not in STAGES: raise ValueError(f"until must be one of {list(STAGES)}, got {until!r}")
     name, task, started = study_preset(preset).name, get_task(task), time.time()
+    if until is not None and until not in lane_stages(task):
+        raise ValueError(f"until must be one of {lane_stages(task)}, got {until!r}")
     before = lane_plan(task, name, seed, root).set_index('stage')
     log(f"lane {task.title}, {name} preset, seed {seed} in {root}: "
         f"{(before.status != 'done').sum()} of {len(before)} stages to run")
-    arms = {}
+    arms, splits = {}, lane_splits(task)
     stages = {'sft': lambda: arms.update(table=sft_arms(task, name, seed, root)),
               'init': lambda: arms.update(k=chosen_init(arms['table'], task, name, root)),
+              'sft_evals': lambda: evaluate_arms(arms['table'].iloc[arms['k']:], splits, name, root),
               'rl': lambda: rl_arms(task, name, arms['table'].path.iloc[arms['k']], seed, root),
               **{split: lambda split=split: evaluate_arms(study_arms(task, name, seed, root), [split], name, root)
-                 for split in LANE_SPLITS}}
+                 for split in splits}}
     for stage, work in stages.items():
         title, row, start = STAGES[stage][0], before.loc[stage], time.time()
         work()
