@@ -30,7 +30,7 @@ from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
 # %% auto #0
-__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'study_run', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo',
+__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'keep_init', 'study_run', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo',
            'base_checkpoint', 'evaluation_log', 'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'Arm',
            'rl_arms', 'sft_arms', 'dpo_arms', 'chosen_init', 'study_arms', 'rl_learning_rate_grid']
 
@@ -42,13 +42,18 @@ def _weights(checkpoint) -> Path:
                                 "runs start (sftrl.ledger); retrain it with `sftrl reproduce --fresh`, or delete its run folder")
     return Path(checkpoint)
 
+def keep_init(checkpoint, preset) -> Path | None:
+    "Keep the weights of `checkpoint`, where later runs start (an Init), in the ledger, off the `paper` preset: a fresh clone continues from it. None: not kept (`paper`, no ledger, not a checkpoint with weights here)."
+    name, checkpoint = study_preset(preset).name, Path(checkpoint)
+    if name == 'paper' or not checkpoint.name.startswith('checkpoint-') or not (checkpoint / 'config.json').exists(): return None
+    return keep_checkpoint(checkpoint, name)
+
 def _through_ledger(folder: Path, preset, train, start=None) -> Path:
     "`train()` the run of `folder` unless the ledger holds it finished; record it once finished. Off `paper`, keep its `start`'s weights."
     name = study_preset(preset).name
     restore_run(folder, name)
     if start is not None and not finished(folder): _weights(start)   # a start without weights here says how to get them
-    if start is not None and name != 'paper' and Path(start).name.startswith('checkpoint-') and (Path(start) / 'config.json').exists():
-        keep_checkpoint(start, name)   # where the run starts (an Init): a fresh clone continues from it
+    if start is not None: keep_init(start, name)
     done = train()
     record_run(done, name)
     return done

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .arms import chosen_init, choose_init, evaluate_arms, evaluation_log, rl_arms, sft_arms, study_arms, study_run
+from .arms import (chosen_init, choose_init, evaluate_arms, evaluation_log, keep_init, rl_arms, sft_arms, study_arms,
+                        study_run)
 from .core import write_atomically
 from .evaluate import load_evaluation, read_log, summarize
 from .ledger import evaluation_entry, run_entry, finished, reading
@@ -240,8 +241,11 @@ def run_lane(task, preset='tiny', seed: int = 0, root='runs', until: str | None 
     log(f"lane {task.title}, {name} preset, seed {seed} in {root}: "
         f"{(before.status != 'done').sum()} of {len(before)} stages to run")
     arms, splits = {}, lane_splits(task)
+    def init():
+        arms['k'] = chosen_init(arms['table'], task, name, root)
+        keep_init(arms['table'].path.iloc[arms['k']], name)   # in the ledger before any later stage: a fresh machine goes on from it
     stages = {'sft': lambda: arms.update(table=sft_arms(task, name, seed, root)),
-              'init': lambda: arms.update(k=chosen_init(arms['table'], task, name, root)),
+              'init': init,
               'sft_evals': lambda: evaluate_arms(arms['table'].iloc[arms['k']:], splits, name, root),
               'rl': lambda: rl_arms(task, name, arms['table'].path.iloc[arms['k']], seed, root),
               **{split: lambda split=split: evaluate_arms(study_arms(task, name, seed, root), [split], name, root)

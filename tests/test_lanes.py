@@ -58,6 +58,7 @@ def test_an_interrupted_lane_continues_and_a_fresh_clone_reads_it_from_the_ledge
     plan = lane_plan(task, 'smoke', 0, root)
     assert list(plan.status) == ['done', 'done', 'partial', 'to do', 'to do', 'to do'] and plan.attrs['init_step'] == 3
     assert plan.done[2] == 2   # the Init and the last SFT checkpoint were evaluated ID to choose the Init: Fig. 5 reuses them
+    assert list((tmp_path / 'ledger' / 'smoke' / 'sft').glob('*/checkpoints/checkpoint-3/*.safetensors'))   # the Init's weights, kept
     # a sitting that ends after the SFT checkpoints' evaluations: every one done before the RL run begins
     run_lane(task, 'smoke', 0, root, until='sft_evals', log=lambda line: None)
     plan = lane_plan(task, 'smoke', 0, root)
