@@ -485,8 +485,8 @@ PAPER_RL = {'gp-l': PaperRL(1e-6, 100, 20), 'gp-vl': PaperRL(1e-6, 100, 20), 'vi
 TINY_LEARNING_RATES = (1e-5, 3e-5, 1e-4)   # the tiny recipe's learning rate is chosen among these (`choose_learning_rate`)
 # The rates the rule chose, by task (sweeps from each task's Init: *Choosing the learning rate*); 3e-5 where none has run.
 TINY_CHOSEN_RATES = {'gp-l': 1e-5}
-# The baseline by task: a group of this many episodes a hand in place of the critic (*A second look*); the critic elsewhere.
-TINY_BASELINES = {'gp-l': 4, 'gp-vl': 4}
+# The baseline by task in `tiny`: a group of this many episodes a hand in place of the critic (*A second look*).
+TINY_BASELINES = {'gp-l': 4, 'gp-vl': 4, 'virl-l': 4, 'virl-vl': 4}
 RL_PRESETS = {
     'smoke': RLRun(max_new_tokens=48, ratio='token', temperature=1.0, ppo_epochs=2, accumulation=2, kl_probes=2),
     'tiny': RLRun(updates=12, steps=256, n_envs=16, minibatch=16, accumulation=8, ppo_epochs=2, learning_rate=3e-5,

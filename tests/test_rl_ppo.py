@@ -258,7 +258,7 @@ def test_the_paper_preset_keeps_the_official_ppo_values():
 
 def test_the_tiny_preset_is_the_documented_recipe():
     from sftrl.rl import TINY_BASELINES, TINY_CHOSEN_RATES, TINY_LEARNING_RATES
-    assert TINY_BASELINES == {'gp-l': 4, 'gp-vl': 4}   # GeneralPoints: the group baseline (the RL chapter's *A second look*)
+    assert TINY_BASELINES == {'gp-l': 4, 'gp-vl': 4, 'virl-l': 4, 'virl-vl': 4}   # every task: the group baseline (the RL chapter's *A second look*)
     for task in PAPER_RL:
         run = rl_run('tiny', task, init='x')
         assert (run.ratio, run.temperature, run.ppo_epochs, run.thought_weight) == ('token', 1.0, 2, 0.5)
