@@ -22,11 +22,11 @@ from .presets import runs_root, study_preset
 from .rl import checkpoint_updates
 from .runs import optimizer_steps
 from .sft import checkpoint_steps
-from .tasks import get_task
+from .tasks import EVAL_SPLITS, get_task
 
 # %% auto #0
-__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STAGES', 'MEASURED_COSTS', 'lane_splits', 'lane_stages', 'lane_plan', 'plan_text',
-           'study_plan', 'study_plan_text', 'run_lane']
+__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STAGES', 'MEASURED_COSTS', 'lane_stages', 'lane_plan', 'plan_text', 'study_plan',
+           'study_plan_text', 'run_lane']
 
 # %% ../nbs/15a_lanes.ipynb #1ebc6dcb
 LANE_SPLITS = ('id', 'ood_rule')   # the splits Figs. 5 and 6 draw
@@ -37,14 +37,9 @@ STAGES = {'sft': ('SFT run', 'steps'), 'init': ('Init: ID evaluations choose_ini
           'ood_rule': ('rule-OOD evaluations of RL checkpoints', 'evaluations'),
           'ood_visual': ('visual-OOD evaluations of RL checkpoints', 'evaluations')}   # name: (title, unit), in order
 
-def lane_splits(task) -> tuple[str, ...]:
-    "The splits a lane of `task` evaluates its arms on: Figs. 5 and 6's, and for a vision task the visual variant (Figs. 7, 8)."
-    return LANE_SPLITS + (('ood_visual',) if get_task(task).vision else ())
-
 def lane_stages(task) -> list[str]:
-    "The stages of a lane of `task`, in order: `STAGES` with an evaluation stage for each of its `lane_splits`."
-    splits = lane_splits(task)
-    return [stage for stage in STAGES if stage in splits or stage not in ('id', 'ood_rule', 'ood_visual')]
+    "The stages of a lane of `task`, in order: `STAGES` with an evaluation stage for each of the task's evaluation splits (Figs. 5 and 6's; a vision task's visual variant for Figs. 7 and 8)."
+    return [stage for stage in STAGES if stage not in EVAL_SPLITS or stage in get_task(task).splits]
 
 # %% ../nbs/15a_lanes.ipynb #bad37f92
 MEASURED_COSTS = {   # (preset, task): seconds per unit of each stage, measured on 2 cores (Reproduce page, 2026-12-04/05)
@@ -159,7 +154,7 @@ def lane_plan(task, preset='tiny', seed: int = 0, root='runs') -> pd.DataFrame:
     k, read, share, earliest = _init_reading(checkpoints, task, name, root) if sft_done else (None, [], 0.0, 0)
     init = earliest if k is None else k   # unknown: count with the earliest Init still possible (an upper bound)
     rows.append(_row('init', len(read) + share, init + 2, wall('init'), costs.get('init')))
-    splits, sft_later = lane_splits(task), checkpoints[init:] if sft_done else []
+    splits, sft_later = task.splits, checkpoints[init:] if sft_done else []
     played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in sft_later for split in splits)
     rows.append(_row('sft_evals', played, (n - init) * len(splits), wall('sft_evals'), costs.get('sft_evals')))
     rl, rl_folder = study_run('rl', task, name, seed, root, init=checkpoints[k][0] if k is not None else '')
@@ -240,7 +235,7 @@ def run_lane(task, preset='tiny', seed: int = 0, root='runs', until: str | None 
     before = lane_plan(task, name, seed, root).set_index('stage')
     log(f"lane {task.title}, {name} preset, seed {seed} in {root}: "
         f"{(before.status != 'done').sum()} of {len(before)} stages to run")
-    arms, splits = {}, lane_splits(task)
+    arms, splits = {}, task.splits
     def init():
         arms['k'] = chosen_init(arms['table'], task, name, root)
         keep_init(arms['table'].path.iloc[arms['k']], name)   # in the ledger before any later stage: a fresh machine goes on from it
