@@ -14,7 +14,7 @@ import os
 import shutil
 import warnings
 from dataclasses import asdict, is_dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -135,17 +135,10 @@ def _record_files(folder: Path) -> list[Path]:
     return sorted(top + inner)
 
 def _relocatable(value):
-    "A JSON value with every path in it (absolute, a checkpoint's, or a folder that exists here) written as a checkpoint name."
+    "A JSON value with every path in it written as `checkpoint_name` writes it (text that names no path stays as it is): a checkpoint by its name wherever the record is written from, even where a relative path does not exist."
     if isinstance(value, dict): return {k: _relocatable(v) for k, v in value.items()}
     if isinstance(value, list): return [_relocatable(v) for v in value]
-    if isinstance(value, str) and '/' in value and (os.path.isabs(value) or _names_checkpoint(value) or Path(value).exists()):
-        return checkpoint_name(value)
-    return value
-
-def _names_checkpoint(text: str) -> bool:
-    "Does `text` end in a checkpoint's folder (`checkpoint-N`, a base's `final`)? A run started from a relative folder is recorded so, wherever the record is written from."
-    name = PurePosixPath(text).name
-    return name == 'final' or (name.startswith('checkpoint-') and name[len('checkpoint-'):].isdigit())
+    return checkpoint_name(value) if isinstance(value, str) and '/' in value else value
 
 def _write_if_changed(path: Path, data: bytes):
     "Write `data` unless the file holds it already (a re-recorded entry leaves git with nothing to commit)."
