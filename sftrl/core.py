@@ -5,12 +5,16 @@
 # %% ../nbs/00_core.ipynb #a4566bce
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import string
+import sys
+import threading
+import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
@@ -19,9 +23,9 @@ import numpy as np
 from gymnasium import spaces
 
 # %% auto #0
-__all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'bounded_feedback', 'Verdict',
-           'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically', 'settled_folder',
-           'write_folder_atomically', 'cut_log', 'installed_trackers']
+__all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'TRIM_SECONDS', 'HEAP_RETURNED',
+           'bounded_feedback', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically',
+           'settled_folder', 'write_folder_atomically', 'cut_log', 'installed_trackers', 'return_freed_memory']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -186,3 +190,22 @@ TRACKERS = ('tensorboard', 'trackio')
 def installed_trackers() -> list[str]:
     "The experiment trackers of `TRACKERS` that are installed: the default `report_to` of sftrl's trainers."
     return [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
+
+# %% ../nbs/00_core.ipynb #a4f6d35b
+TRIM_SECONDS = 30.0   # a trim re-faults the pages the next steps use again: about 1 % of a step's time at this pace
+_trimming: list = []   # the process's trimming thread, once started
+
+def return_freed_memory(every: float = TRIM_SECONDS) -> bool:
+    "Return the heap's free pages to the system every `every` seconds from a daemon thread (glibc's `malloc_trim`), once per process. Whether it runs."
+    if _trimming: return True
+    if not sys.platform.startswith('linux') or os.environ.get('SFTRL_MALLOC') == 'default': return False
+    try: trim = ctypes.CDLL('libc.so.6').malloc_trim
+    except (OSError, AttributeError): return False   # not glibc
+    def keep_trimming():
+        while True:
+            time.sleep(every); trim(0)
+    _trimming.append(threading.Thread(target=keep_trimming, name='sftrl-malloc-trim', daemon=True))
+    _trimming[0].start()
+    return True
+
+HEAP_RETURNED = return_freed_memory()   # at import: for the whole life of a training process
