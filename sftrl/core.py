@@ -192,7 +192,7 @@ def installed_trackers() -> list[str]:
     return [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
 
 # %% ../nbs/00_core.ipynb #a4f6d35b
-TRIM_SECONDS = 30.0   # a trim re-faults the pages the next steps use again: about 1 % of a step's time at this pace
+TRIM_SECONDS = 30.0   # often enough to bound what a run holds; it cost no CPU time measurably (bench_memory.py)
 _trimming: list = []   # the process's trimming thread, once started
 
 def return_freed_memory(every: float = TRIM_SECONDS) -> bool:
