@@ -42,7 +42,7 @@ def lane_stages(task) -> list[str]:
     return [stage for stage in STAGES if stage not in EVAL_SPLITS or stage in get_task(task).splits]
 
 # %% ../nbs/15a_lanes.ipynb #bad37f92
-MEASURED_COSTS = {   # (preset, task): seconds per unit of each stage, measured on 2 cores (Reproduce page, 2026-12-04/05)
+MEASURED_COSTS = {   # (preset, task): seconds per unit of each stage, measured on 2 cores (Reproduce page, 2026-12-04/06)
     ('tiny', 'gp-l'): {'sft': 3.9,    # 1,957 s for 500 steps
                        'init': 600,   # SFT checkpoints' ID evaluations, 394-884 s (early checkpoints answer at length)
                        'rl': 156,     # 1,867 s for 12 updates of 256 turns
@@ -53,6 +53,14 @@ MEASURED_COSTS = {   # (preset, task): seconds per unit of each stage, measured 
                          'rl': 600,   # about 10 min an update (V-IRL prompts are long)
                          'ood_rule': 130,   # 127-129 s
                          'sft_evals': 140},   # ID and rule-OOD alike: their mean
+    ('tiny', 'gp-vl'): {'sft': 4.8,    # about 40 min for 500 steps
+                        'init': 110, 'sft_evals': 130, 'id': 110,   # through the engine: ID about 1.8 min, rule-OOD 2.6
+                        'ood_rule': 156, 'ood_visual': 110,   # the visual variant: ID's (the same hands, red suits)
+                        'rl': 130},   # 26 min for 12 updates
+    ('tiny', 'virl-vl'): {'sft': 22,   # 3,320 s for 150 steps (38 to 188) beside a second run (2026-12-06)
+                          'init': 300, 'sft_evals': 300,   # about 5 min an evaluation beside a second process
+                          'rl': 371,   # 2,600 s for updates 6-12 beside a second run
+                          'id': 220, 'ood_rule': 95, 'ood_visual': 260},   # RL checkpoints: ID 217 s on average, visual 165-312 s, rule-OOD 81-101 s
     # the smoke lanes (this chapter's example, 2026-12-05, at a load of 4-6): a minute each, mostly loading
     ('smoke', 'gp-l'): {'sft': 1.7, 'init': 0.5, 'sft_evals': 0.7, 'rl': 3.5, 'id': 0.5, 'ood_rule': 0.8},
     ('smoke', 'virl-l'): {'sft': 5.0, 'init': 1.5, 'sft_evals': 1.7, 'rl': 15, 'id': 1.0, 'ood_rule': 2.3},
