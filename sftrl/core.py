@@ -208,4 +208,8 @@ def return_freed_memory(every: float = TRIM_SECONDS) -> bool:
     _trimming[0].start()
     return True
 
+def _restart_in_child():   # a forked child has no thread but the parent's record of one
+    _trimming.clear(); return_freed_memory()
+
 HEAP_RETURNED = return_freed_memory()   # at import: for the whole life of a training process
+if HEAP_RETURNED: os.register_at_fork(after_in_child=_restart_in_child)
