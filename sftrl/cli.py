@@ -148,7 +148,7 @@ def _train_parser(commands):
     t.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"])
     t.add_argument("--base", help="SFT: a local checkpoint to start from (required by the paper preset)")
     t.add_argument("--init", help="RL: the checkpoint to start from (an SFT checkpoint)")
-    t.add_argument("--root", default="runs", help="runs go to ROOT/PRESET/{sft,rl}/ (default: runs)")
+    t.add_argument("--root", help="runs go to ROOT/PRESET/{sft,rl}/ (default: $SFTRL_RUNS, else runs)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field of the run's config (repeatable)")
 
 def notebook_params(pairs: list[str]) -> dict:
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the local runs/ cache (delete runs/PRESET to retrain everything)")
     r.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="params", help="a notebook parameter for every experiment run, a Python literal: --set tasks='[\"gp-l\"]' (use with --only)")
     r.add_argument("--plan", action="store_true", help="print the progress and time left of the text core's lanes (--seeds N: N seeds each); run nothing")
+    r.add_argument("--root", help="the runs folder: runs, evaluations and executed notebooks (default: $SFTRL_RUNS, else runs)")
     r.add_argument("--redraw", action="store_true", help="run again each experiment whose figure is in figures/ (or --figures), with the preset, seeds and parameters its CSV records: from the ledger, in minutes")
     _train_parser(commands)
     _lane_parser(commands)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo": demo(args.out, args.seed, args.split, args.vision, args.resolution)
         elif args.command == "train":
             from sftrl.launch import train
-            print(train(args.stage, args.task, args.preset, args.base or args.init or "", args.root, args.set or []))
+            print(train(args.stage, args.task, args.preset, args.base or args.init or "", runs_folder(args.root), args.set or []))
         elif args.command == "lane":
             if args.plan: print_plan(args.preset, args.task, [args.seed], args.root)
             elif args.task is None: raise ValueError("give the lane's task, e.g. `sftrl lane gp-l` (or --plan for every text-core lane)")
@@ -204,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from sftrl.driver import ExperimentsFailed, redraw, reproduce
             if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-            if args.redraw: redraw(args.figures or "figures"); return 0
+            if args.redraw: redraw(args.figures or "figures", runs_folder(args.root)); return 0
             if args.plan:
                 from sftrl.driver import _fresh
-                with _fresh(args.fresh): print_plan(args.preset, seeds=range(args.seeds or 1))
+                with _fresh(args.fresh): print_plan(args.preset, seeds=range(args.seeds or 1), root=args.root)
                 return 0
             try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
-                           args.figures, jobs=args.jobs, fresh=args.fresh, params=notebook_params(args.params or []))
+                           args.figures, runs_folder(args.root), jobs=args.jobs, fresh=args.fresh,
+                           params=notebook_params(args.params or []))
             except ExperimentsFailed as e:   # the others finished, and everything computed is kept
                 print(f"sftrl reproduce: {e}", file=sys.stderr); return 1
     except ValueError as e: parser.error(str(e))
