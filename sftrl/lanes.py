@@ -254,7 +254,10 @@ def run_lane(task, preset='tiny', seed: int = 0, root='runs', until: str | None 
               **{split: lambda split=split: evaluate_arms(study_arms(task, name, seed, root), [split], name, root)
                  for split in splits}}
     for stage, work in stages.items():
-        title, row, start = STAGES[stage][0], before.loc[stage], time.time()
+        title, row = STAGES[stage][0], before.loc[stage]
+        if row.status != 'done':   # read again: another process may have done some of it since the lane started
+            row = lane_plan(task, name, seed, root).set_index('stage').loc[stage]
+        start = time.time()
         work()
         if row.status == 'done': log(f"  {title}: done before")
         else:
