@@ -79,7 +79,7 @@ def _stamp_parameters(csv: Path, params: dict, since: float):
     if not csv.exists() or csv.stat().st_mtime < since: return
     lines = [l for l in csv.read_text().splitlines(keepends=True) if not l.startswith(PARAMETERS)]
     at = next((i for i, l in enumerate(lines) if not l.startswith('# ')), len(lines))
-    write_atomically(csv, ''.join(lines[:at] + [PARAMETERS + json.dumps(params, sort_keys=True) + '\n'] + lines[at:]))
+    write_atomically(csv, ''.join(lines[:at] + [PARAMETERS + json.dumps(dict(sorted(params.items()))) + '\n'] + lines[at:]))   # a nested dict keeps its order (a grid's: its panels')
 
 def run_experiment(name: str, preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None, **params) -> Path:
     "Execute experiment `name` with papermill (figures into `figures_dir`, by default `figures_folder(preset, root)`); the executed notebook's path."
