@@ -237,7 +237,8 @@ def test_rl_survives_kill_9_within_its_state_saves_and_at_random_moments(tmp_pat
 # checks what is on disk, restarts the command, and compares the end with an uninterrupted run's.
 
 # the cheapest notebook, at one learning rate: one short RL run from the cached smoke base, its checkpoints evaluated
-COMMAND = ['reproduce', '--preset', 'smoke', '--only', 'fig09_rl_without_sft', '--set', 'learning_rates=[1e-6]']
+COMMAND = ['reproduce', '--preset', 'smoke', '--only', 'fig09_rl_without_sft', '--set', 'learning_rates=[1e-6]',
+           '--root', 'runs']   # its runs here; $SFTRL_RUNS only caches the bases
 EXPERIMENT = COMMAND[4]
 
 

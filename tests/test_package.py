@@ -84,7 +84,7 @@ def test_a_wheel_reproduces_an_experiment_in_a_fresh_venv(tmp_path):
                            capture_output=True, text=True, check=True).stdout.split()
     assert where == [str(purelib / 'sftrl' / 'experiments'), str(work)]
     done = subprocess.run([str(venv / 'bin' / 'sftrl'), 'reproduce', '--preset', 'smoke', '--only', 'fig09_rl_without_sft',
-                           '--set', 'learning_rates=[1e-3]'], cwd=work, env=env, capture_output=True, text=True)   # the cheapest: one RL run
+                           '--set', 'learning_rates=[1e-3]', '--root', 'runs'], cwd=work, env=env, capture_output=True, text=True)   # the cheapest: one RL run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     csv = work / 'runs' / 'smoke' / 'figures' / 'fig09_rl_without_sft.csv'
     meta = dict(line[2:].split(': ', 1) for line in csv.read_text().splitlines() if line.startswith('# '))
