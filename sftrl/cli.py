@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--force", action="store_true", help="rerun notebooks that finished before (cached runs are reused)")
     r.add_argument("--figures", help="where the figures and their CSVs go (default: figures/; for --preset smoke, smoke/figures in the runs folder)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
-    r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the local runs/ cache (delete runs/PRESET to retrain everything)")
+    r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the runs folder's cache (delete its PRESET folder to retrain everything)")
     r.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="params", help="a notebook parameter for every experiment run, a Python literal: --set tasks='[\"gp-l\"]' (use with --only)")
     r.add_argument("--plan", action="store_true", help="print the progress and time left of the text core's lanes (--seeds N: N seeds each); run nothing")
     r.add_argument("--root", help="the runs folder: runs, evaluations and executed notebooks (default: $SFTRL_RUNS, else runs)")
