@@ -16,8 +16,8 @@ from PIL import Image
 from .points import GeneralPointsEnv, SPLITS, points_answer
 
 # %% auto #0
-__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'runs_folder', 'print_plan', 'lane',
-           'demo', 'notebook_params', 'main']
+__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'retire', 'print_kept', 'runs_folder',
+           'print_plan', 'lane', 'demo', 'notebook_params', 'main']
 
 # %% ../nbs/20_cli.ipynb #76333af4
 def scripted_answers(info: dict) -> list[str]:
@@ -87,6 +87,23 @@ def keep(checkpoint, preset: str = 'tiny') -> Path:
     if entry is None: raise ValueError(f"no ledger for preset {preset!r}: create the repository's ledger/ folder or set $SFTRL_LEDGER")
     return entry
 
+def retire(names: list[str], preset: str = 'tiny') -> list[dict]:
+    "Retire the kept checkpoints `names` (`run/checkpoint-N`) from the `preset` ledger, their weights left to git history; what it keeps then."
+    from sftrl.ledger import kept_checkpoints, ledger_for, retire_checkpoint
+    kept = {row['checkpoint'] for row in kept_checkpoints(preset)}
+    unknown = [name for name in names if name not in kept]
+    if unknown: raise ValueError(f"the {preset} ledger keeps no {unknown}; it keeps {sorted(kept)}")
+    for name in names:
+        run, checkpoint = name.split('/')
+        retire_checkpoint(next(ledger_for(preset).glob(f'*/{run}/**/{checkpoint}')))
+    return kept_checkpoints(preset)
+
+def print_kept(rows: list[dict]):
+    "One line a kept checkpoint: its size, where its weights are, how many recorded runs start from it."
+    for row in rows:
+        where = f"retired at {row['retired_at']}" if row['retired_at'] else 'in the tree'
+        print(f"{row['checkpoint']:45} {row['megabytes']:5.1f} MB  {where:22} {len(row['runs_from'])} recorded runs start from it")
+
 def _ledger_parsers(commands):
     b = commands.add_parser("base", help="build (or find) a tiny base and commit it to the ledger (ledger/base/)")
     b.add_argument("--size", default="tiny", choices=["tiny"], help="the base preset (the smoke bases stay out of the ledger)")
@@ -95,6 +112,9 @@ def _ledger_parsers(commands):
     k = commands.add_parser("keep", help="keep a checkpoint's weights (an Init) and its run's record in the ledger")
     k.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/tiny/sft/sft-gp-l-tiny-<hash>/checkpoints/checkpoint-500")
     k.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    t = commands.add_parser("retire", help="list the checkpoints whose weights the ledger keeps, or retire some to git history")
+    t.add_argument("checkpoints", nargs="*", metavar="RUN/CHECKPOINT", help="e.g. sft-gp-l-tiny-<hash>/checkpoint-350 (none: list them)")
+    t.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
 
 # %% ../nbs/20_cli.ipynb #97c6eac2
 def runs_folder(root=None) -> str:
@@ -199,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             else: lane(args.task, args.preset, args.seed, args.root, args.until)
         elif args.command == "base": print(commit_base(args.size, args.vision, args.rebuild))
         elif args.command == "keep": print(keep(args.checkpoint, args.preset))
+        elif args.command == "retire":
+            from sftrl.ledger import kept_checkpoints
+            print_kept(retire(args.checkpoints, args.preset) if args.checkpoints else kept_checkpoints(args.preset))
+            if args.checkpoints: print("now commit the ledger (git add -A ledger && git commit): the weights stay in git history")
         elif args.command == "dry-run":
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))

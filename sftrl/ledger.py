@@ -12,21 +12,23 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from .core import config_hash, write_atomically
 
 # %% auto #0
-__all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'ledger_root', 'ledger_for',
-           'reading', 'checkpoint_name', 'store_checkpoint', 'restore_checkpoint', 'finished', 'run_entry',
-           'record_run', 'restore_run', 'keep_checkpoint', 'evaluation_entry', 'record_evaluation',
-           'restore_evaluation', 'record_base', 'restore_base', 'committed_bases']
+__all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'RETIRED', 'ledger_root',
+           'ledger_for', 'reading', 'checkpoint_name', 'store_checkpoint', 'restore_checkpoint', 'finished',
+           'run_entry', 'record_run', 'restore_run', 'keep_checkpoint', 'retire_checkpoint', 'kept_checkpoints',
+           'evaluation_entry', 'record_evaluation', 'restore_evaluation', 'record_base', 'restore_base',
+           'committed_bases']
 
 # %% ../nbs/04a_ledger.ipynb #0f91afbe
 REPOSITORY = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -85,10 +87,11 @@ SKIPPED = ('optimizer.pt', 'scheduler.pt', 'training_args.bin', 'trainer_state.j
 
 def _copy(source: Path, target: Path): write_atomically(target, lambda partial: shutil.copyfile(source, partial))
 
-def _write_weights(source: Path, target: Path, dtype=None):
-    "`source`'s tensors into `target`: floating ones as float16 (`dtype` None), or back in the dtype the file records."
-    with safe_open(str(source), 'pt') as f: metadata = f.metadata() or {}
-    tensors = load_file(str(source))
+def _write_weights(source, target: Path, dtype=None):
+    "`source`'s tensors (a safetensors file, or its bytes) into `target`: floating ones as float16 (`dtype` None), or back in the dtype the file records."
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    metadata = json.loads(data[8:8 + int.from_bytes(data[:8], 'little')]).get('__metadata__') or {}
+    tensors = load(data)
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     if dtype is None: metadata, dtype = {**metadata, 'sftrl_dtype': str(floats[0]).split('.')[-1] if floats else ''}, torch.float16
     else: dtype = getattr(torch, metadata.get('sftrl_dtype') or 'float32')
@@ -123,6 +126,7 @@ def restore_checkpoint(source, target) -> Path:
 # %% ../nbs/04a_ledger.ipynb #b428ec0d
 FINISHED = ('log.csv', 'done')   # a finished run's marker: SFT and DPO write log.csv, PPO and GRPO `done`
 RECORDS = ('compute.json', 'sftrl_totals.json')   # what a run's checkpoint folders contribute
+RETIRED = 'retired.json'   # a kept checkpoint's weights that live in git history only
 
 def finished(folder) -> bool:
     "Whether the run in `folder` ran to its end."
@@ -167,9 +171,12 @@ def restore_run(folder, preset: str) -> bool:
     if entry is None or not reading() or finished(folder) or not finished(entry): return False
     files = sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.'))
     for f in files: _read_whole(f)   # a broken file restores nothing: a cut record would pass for a finished run
+    retired = {f.parent: _retired_weights(f.parent) for f in files if f.name == RETIRED}   # nor does weights missing from history
     for f in files:
         target = folder / f.relative_to(entry)
         if f.suffix == '.safetensors': _write_weights(f, target, dtype='saved')
+        elif f.name == RETIRED:
+            for name, data in retired[f.parent].items(): _write_weights(data, target.parent / name, dtype='saved')
         else: _copy(f, target)
     return True
 
@@ -181,7 +188,60 @@ def keep_checkpoint(path, preset: str) -> Path | None:
     if entry is None: return None
     record_run(run, preset)
     target = entry / path.relative_to(run)
-    return target if list(target.glob('*.safetensors')) else store_checkpoint(path, target)   # kept once
+    kept = list(target.glob('*.safetensors')) or (target / RETIRED).exists()
+    return target if kept else store_checkpoint(path, target)   # kept once (retired is kept too)
+
+# %% ../nbs/04a_ledger.ipynb #7cef4073
+def _git(folder, *args) -> bytes:
+    "The output of `git args` run in `folder`'s repository."
+    try: return subprocess.run(['git', '-C', str(folder), *args], check=True, capture_output=True).stdout
+    except FileNotFoundError: raise RuntimeError("retired ledger weights live in git history, and git is not installed") from None
+
+def retire_checkpoint(folder) -> int:
+    "Take kept checkpoint `folder`'s weights out of the ledger's tree (HEAD must hold them as they are); `retired.json` names their git blobs. Bytes freed."
+    folder = Path(folder)
+    if not folder.name.startswith('checkpoint-'): raise ValueError(f"{folder} is not a run's kept checkpoint: only those retire (the bases stay)")
+    weights = sorted(folder.glob('*.safetensors'))
+    if not weights: raise ValueError(f"{folder} holds no weights to retire" + (' (retired already)' if (folder / RETIRED).exists() else ''))
+    files = {}
+    for f in weights:
+        blob = _git(folder, 'hash-object', f.name).decode().strip()
+        try: committed = _git(folder, 'rev-parse', f'HEAD:./{f.name}').decode().strip()
+        except subprocess.CalledProcessError: committed = None
+        if committed != blob: raise ValueError(f"{f} is not committed as it is: commit the ledger first (retired weights come back from git history)")
+        files[f.name] = {'blob': blob, 'bytes': f.stat().st_size}
+    record = {'commit': _git(folder, 'rev-parse', 'HEAD').decode().strip(), 'files': files}
+    write_atomically(folder / RETIRED, json.dumps(record, indent=1, sort_keys=True).encode())
+    for f in weights: f.unlink()
+    return sum(v['bytes'] for v in files.values())
+
+def _retired_weights(folder: Path) -> dict[str, bytes]:
+    "The bytes of each weights file retired from kept checkpoint `folder`, read from git history."
+    record, weights = json.loads(_read_whole(folder / RETIRED)), {}
+    for name, f in record['files'].items():
+        try: weights[name] = _git(folder, 'cat-file', 'blob', f['blob'])
+        except subprocess.CalledProcessError: weights[name] = b''
+        if len(weights[name]) != f['bytes']:
+            raise FileNotFoundError(f"{folder / name} was retired from the ledger (commit {record['commit'][:12]}) and this clone's git history "
+                                    f"does not hold it (a shallow clone?): `git fetch --unshallow`, or train its run again")
+    return weights
+
+def kept_checkpoints(preset: str) -> list[dict]:
+    "Each checkpoint whose weights `preset`'s ledger keeps: its name, megabytes, the commit it was retired at ('' in the tree), the recorded runs starting from it."
+    root = ledger_for(preset)
+    if root is None or not root.is_dir(): return []
+    starts = {}
+    for record in sorted(root.glob('*/*/run.json')):
+        for value in json.loads(_read_whole(record)).values():
+            if isinstance(value, str): starts.setdefault(value, []).append(record.parent.name)
+    rows = []
+    for folder in sorted({p.parent for pattern in ('*.safetensors', RETIRED) for p in root.glob(f'*/*/**/{pattern}')}):
+        retired = json.loads(_read_whole(folder / RETIRED)) if (folder / RETIRED).exists() else None
+        size = sum(f['bytes'] for f in retired['files'].values()) if retired else sum(p.stat().st_size for p in folder.glob('*.safetensors'))
+        name = checkpoint_name(folder)
+        rows.append({'checkpoint': name, 'megabytes': round(size / 2 ** 20, 1), 'retired_at': retired['commit'][:12] if retired else '',
+                     'runs_from': starts.get(name, [])})
+    return rows
 
 # %% ../nbs/04a_ledger.ipynb #1120f23c
 def evaluation_entry(path, preset: str) -> Path | None:

@@ -4,6 +4,7 @@ unfinished work from the kept Init; --fresh ignores the ledger; every committed 
 import gzip
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,8 @@ from sftrl import study
 from sftrl.base import BASE_PRESETS
 from sftrl.base_vision import VISION_BASE_PRESETS
 from sftrl.core import config_hash
-from sftrl.ledger import FRESH_ENV, LEDGER_ENV, REPOSITORY, _plain, committed_bases, ledger_for
+from sftrl.ledger import (FRESH_ENV, LEDGER_ENV, REPOSITORY, _plain, committed_bases, kept_checkpoints, ledger_for,
+                          retire_checkpoint)
 
 
 def _no_training(monkeypatch):
@@ -163,3 +165,33 @@ def test_reproduce_redraws_a_figure_from_a_cloned_ledger(tmp_path, monkeypatch):
     reproduce('smoke', only=['fig05_compute'], root=tmp_path / 'b' / 'runs', figures_dir=tmp_path / 'b', log=lambda m: None)
     pd.testing.assert_frame_equal(*(read_figure_csv(tmp_path / f / 'fig05_compute.csv')[0] for f in 'ab'))
     assert not list((tmp_path / 'b' / 'runs').rglob('optimizer.pt')) and not list((tmp_path / 'b' / 'runs').rglob('trainer.pt'))   # nothing trained in b
+
+
+def _git(folder, *args):
+    return subprocess.run(['git', '-C', str(folder), '-c', 'user.name=sftrl', '-c', 'user.email=sftrl@example.org', *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_a_clone_continues_from_a_retired_init(recorded, monkeypatch):
+    "Issue 19 §1 and a second seed's room: the Init's weights retired to git history come back on a clone when a run needs them."
+    tmp, _ = recorded
+    repo = tmp / 'g'
+    shutil.copytree(tmp / 'a' / 'ledger', repo / 'ledger')
+    _git(repo, 'init', '-q'); _git(repo, 'add', '.'); _git(repo, 'commit', '-qm', 'the ledger')
+    monkeypatch.setenv(LEDGER_ENV, str(repo / 'ledger'))
+    (kept,) = kept_checkpoints('smoke')
+    assert kept['runs_from'] and not kept['retired_at']                          # the RL run starts from it
+    retire_checkpoint(next((repo / 'ledger').rglob('*.safetensors')).parent)
+    _git(repo, 'add', '-A'); _git(repo, 'commit', '-qm', 'retire the Init')
+    assert not list((repo / 'ledger').rglob('*.safetensors')) and kept_checkpoints('smoke')[0]['retired_at']
+    _git(tmp, 'clone', '-q', str(repo), 'g-clone')
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'g-clone' / 'ledger'))
+    root = tmp / 'g-clone' / 'runs'
+    init = study.sft_arms('gp-l', 'smoke', 0, root).path.iloc[0]
+    assert list(Path(init).glob('*.safetensors'))                                # read back from history
+    folder = study.rl('gp-l', 'smoke', init, 0, root, updates=1, checkpoints=1, learning_rate=3e-5)
+    assert (folder / 'done').exists()
+    _git(tmp, 'clone', '-q', '--depth', '1', f'file://{repo}', 'g-shallow')       # history without the weights
+    monkeypatch.setenv(LEDGER_ENV, str(tmp / 'g-shallow' / 'ledger'))
+    with pytest.raises(FileNotFoundError, match='git history does not hold it'):
+        study.sft_arms('gp-l', 'smoke', 0, tmp / 'g-shallow' / 'runs')
