@@ -171,13 +171,16 @@ def restore_run(folder, preset: str) -> bool:
     if entry is None or not reading() or finished(folder) or not finished(entry): return False
     files = sorted(p for p in entry.rglob('*') if p.is_file() and not p.name.startswith('.'))
     for f in files: _read_whole(f)   # a broken file restores nothing: a cut record would pass for a finished run
-    retired = {f.parent: _retired_weights(f.parent) for f in files if f.name == RETIRED}   # nor does weights missing from history
+    retired = {}
+    for f in (f for f in files if f.name == RETIRED):
+        try: retired[f.parent] = _retired_weights(f.parent)
+        except FileNotFoundError as e: warnings.warn(f"{e}; its run's record is restored without them"); retired[f.parent] = {}
     for f in files:
         target = folder / f.relative_to(entry)
         if f.suffix == '.safetensors': _write_weights(f, target, dtype='saved')
-        elif f.name == RETIRED:
+        elif f.name == RETIRED and retired[f.parent]:
             for name, data in retired[f.parent].items(): _write_weights(data, target.parent / name, dtype='saved')
-        else: _copy(f, target)
+        else: _copy(f, target)   # (a retired.json whose weights history lacks: loading the checkpoint says why)
     return True
 
 def keep_checkpoint(path, preset: str) -> Path | None:
