@@ -112,31 +112,30 @@ def _load(checkpoint, device):
     return load_policy(_weights(checkpoint), device=device)
 
 def evaluation_log(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
-                   resolution: int | None = None, root='runs', compute: dict | None = None) -> tuple[dict, Path]:
-    "The key of `evaluation` (everything that decides its episodes) and the log it caches them in; nothing is evaluated. `compute`: the checkpoint's record, if read elsewhere (the ledger)."
+                   resolution: int | None = None, root='runs', compute: dict | None = None, episodes: int | None = None) -> tuple[dict, Path]:
+    "The key of `evaluation` (everything that decides its episodes) and the log it caches them in; nothing is evaluated. `compute`: the checkpoint's record, if read elsewhere (the ledger); `episodes`: other than the preset's number."
     study, task = study_preset(preset), get_task(task)
     resolution = resolution or (sft_run(study.name, task).resolution if task.vision else None)  # the training image size
     key = {'checkpoint': checkpoint_name(checkpoint), 'compute': _compute(checkpoint) if compute is None else compute,
-           'task': task.name, 'split': split, 'n': eval_episodes(study, task, split), 'seed': seed, 'viter': viter,
+           'task': task.name, 'split': split, 'n': episodes or eval_episodes(study, task, split), 'seed': seed, 'viter': viter,
            'temperature': temperature, 'max_new_tokens': study.max_new_tokens,
            'env_kwargs': env_settings(task, resolution, study.verifier)}
     return key, runs_root(preset, root) / 'eval' / f"{task.name}-{split}-{config_hash(key)}.jsonl"
 
 def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int | None = None, temperature: float = 0.0,
-               resolution: int | None = None, root='runs') -> dict:
+               resolution: int | None = None, root='runs', episodes: int | None = None) -> dict:
     "One checkpoint evaluated on one split (cached, and kept in the ledger): the paper's metrics with standard errors, and its compute."
     study, task = study_preset(preset), get_task(task)
-    key, out = evaluation_log(checkpoint, task, split, preset, seed, viter, temperature, resolution, root)
+    key, out = evaluation_log(checkpoint, task, split, preset, seed, viter, temperature, resolution, root, episodes=episodes)
     compute, env_kwargs = key['compute'], key['env_kwargs']
     device = 'cuda' if on_gpu() else None   # evaluations are most of a study's time: on the GPU when there is one
     policy = _OnFirstCall(lambda: model_policy(_load(checkpoint, device), temperature, seed, study.max_new_tokens))
     with building(out):   # two notebooks asking for the same evaluation: one plays it, the other reads it
         restore_evaluation(out, study.name)   # a finished evaluation in the ledger is read, not played again
-        steps, episodes = evaluate(policy, task, split, n=eval_episodes(study, task, split), viter=viter, seed=seed, out=out,
-                                   progress=False, env_kwargs=env_kwargs)
-        metrics = summarize(steps, episodes, task)
+        steps, played = evaluate(policy, task, split, n=key['n'], viter=viter, seed=seed, out=out, progress=False, env_kwargs=env_kwargs)
+        metrics = summarize(steps, played, task)
         record_evaluation(out, study.name, key, metrics.drop(columns='per').to_dict('index'))
-    row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'log': str(out), 'episodes': len(episodes),
+    row = {'task': task.name, 'split': split, 'checkpoint': str(checkpoint), 'log': str(out), 'episodes': len(played),
            'tokens': compute.get('tokens', 0), 'gflops': gflops(compute.get('flops', 0.0)),
            'paper_gflops': gflops(compute.get('paper_flops', compute.get('flops', 0.0)))}
     for name in METRICS:
