@@ -20,8 +20,8 @@ from .dpo import dpo_folder, dpo_run, train_dpo
 from .evaluate import evaluate, load_evaluation, paired_comparison, summarize
 from .generate import model_policy
 from .grpo import grpo_folder, grpo_run, train_grpo
-from .ledger import (checkpoint_name, finished, keep_checkpoint, record_evaluation, record_run, restore_evaluation,
-                          restore_run)
+from .ledger import (RETIRED, checkpoint_name, finished, keep_checkpoint, record_evaluation, record_run,
+                          restore_evaluation, restore_run)
 from .models import load_policy
 from .presets import eval_episodes, runs_root, study_preset
 from .rl import rl_checkpoints, rl_folder, rl_run, train_rl
@@ -36,8 +36,12 @@ __all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'keep_init', 'study_run', 'trained_s
 
 # %% ../nbs/15_arms.ipynb #d31c840a
 def _weights(checkpoint) -> Path:
-    "`checkpoint`, or an error that says how to get its weights when its run came from the ledger without them."
-    if Path(checkpoint).is_dir() and not (Path(checkpoint) / 'config.json').exists():
+    "`checkpoint`, or an error that says how to get its weights when its run came from the ledger without them (or retired them to a history this clone lacks)."
+    path = Path(checkpoint)
+    if path.is_dir() and (path / RETIRED).exists() and not list(path.glob('*.safetensors')):
+        raise FileNotFoundError(f"{path}'s weights were retired from the ledger to git history, which this clone lacks: "
+                                "`git fetch --unshallow` and delete its run folder, or train its run again")
+    if path.is_dir() and not (path / 'config.json').exists():
         raise FileNotFoundError(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
                                 "runs start (sftrl.ledger); retrain it with `sftrl reproduce --fresh`, or delete its run folder")
     return Path(checkpoint)

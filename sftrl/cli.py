@@ -89,13 +89,11 @@ def keep(checkpoint, preset: str = 'tiny') -> Path:
 
 def retire(names: list[str], preset: str = 'tiny') -> list[dict]:
     "Retire the kept checkpoints `names` (`run/checkpoint-N`) from the `preset` ledger, their weights left to git history; what it keeps then."
-    from sftrl.ledger import kept_checkpoints, ledger_for, retire_checkpoint
-    kept = {row['checkpoint'] for row in kept_checkpoints(preset)}
+    from sftrl.ledger import kept_checkpoints, retire_checkpoint
+    kept = {row['checkpoint']: row['entry'] for row in kept_checkpoints(preset)}
     unknown = [name for name in names if name not in kept]
     if unknown: raise ValueError(f"the {preset} ledger keeps no {unknown}; it keeps {sorted(kept)}")
-    for name in names:
-        run, checkpoint = name.split('/')
-        retire_checkpoint(next(ledger_for(preset).glob(f'*/{run}/**/{checkpoint}')))
+    for name in names: retire_checkpoint(kept[name])
     return kept_checkpoints(preset)
 
 def print_kept(rows: list[dict]):

@@ -180,7 +180,7 @@ def restore_run(folder, preset: str) -> bool:
         if f.suffix == '.safetensors': _write_weights(f, target, dtype='saved')
         elif f.name == RETIRED and retired[f.parent]:
             for name, data in retired[f.parent].items(): _write_weights(data, target.parent / name, dtype='saved')
-        else: _copy(f, target)   # (a retired.json whose weights history lacks: loading the checkpoint says why)
+        else: _copy(f, target)   # (a retired.json whose weights history lacks: the arms say why when a run or evaluation needs them)
     return True
 
 def keep_checkpoint(path, preset: str) -> Path | None:
@@ -230,7 +230,7 @@ def _retired_weights(folder: Path) -> dict[str, bytes]:
     return weights
 
 def kept_checkpoints(preset: str) -> list[dict]:
-    "Each checkpoint whose weights `preset`'s ledger keeps: its name, megabytes, the commit it was retired at ('' in the tree), the recorded runs starting from it."
+    "Each checkpoint whose weights `preset`'s ledger keeps: its name, megabytes, the commit it was retired at ('' in the tree), the recorded runs starting from it, its entry."
     root = ledger_for(preset)
     if root is None or not root.is_dir(): return []
     starts = {}
@@ -243,7 +243,7 @@ def kept_checkpoints(preset: str) -> list[dict]:
         size = sum(f['bytes'] for f in retired['files'].values()) if retired else sum(p.stat().st_size for p in folder.glob('*.safetensors'))
         name = checkpoint_name(folder)
         rows.append({'checkpoint': name, 'megabytes': round(size / 2 ** 20, 1), 'retired_at': retired['commit'][:12] if retired else '',
-                     'runs_from': starts.get(name, [])})
+                     'runs_from': starts.get(name, []), 'entry': folder})
     return rows
 
 # %% ../nbs/04a_ledger.ipynb #1120f23c

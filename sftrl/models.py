@@ -185,9 +185,6 @@ def load_policy(name_or_path, *, dtype=None, device=None) -> Policy:
     path = Path(name_or_path)
     if not (path / 'config.json').exists():
         raise FileNotFoundError(f"{name_or_path!r} not found locally (no config.json there); sftrl never downloads weights: pass a local path")
-    if (path / 'retired.json').exists() and not list(path.glob('*.safetensors')):   # sftrl.ledger.RETIRED, restored without its weights
-        raise FileNotFoundError(f"{path}'s weights were retired from the ledger to git history, which this clone lacks: "
-                                f"`git fetch --unshallow` and delete {path.parent.parent if path.parent.name == 'checkpoints' else path.parent}, or train its run again")
     try: model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
     except _UNREADABLE as e: raise _unreadable(path, e) from e
     if model_type not in MODEL_CLASSES: raise ValueError(f"model type {model_type!r} is not supported; sftrl loads {sorted(MODEL_CLASSES)}")

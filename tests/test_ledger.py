@@ -4,13 +4,12 @@ unfinished work from the kept Init; --fresh ignores the ledger; every committed 
 import gzip
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from sftrl import study
+from sftrl import ledger, study
 from sftrl.base import BASE_PRESETS
 from sftrl.base_vision import VISION_BASE_PRESETS
 from sftrl.core import config_hash
@@ -167,9 +166,7 @@ def test_reproduce_redraws_a_figure_from_a_cloned_ledger(tmp_path, monkeypatch):
     assert not list((tmp_path / 'b' / 'runs').rglob('optimizer.pt')) and not list((tmp_path / 'b' / 'runs').rglob('trainer.pt'))   # nothing trained in b
 
 
-def _git(folder, *args):
-    return subprocess.run(['git', '-C', str(folder), '-c', 'user.name=sftrl', '-c', 'user.email=sftrl@example.org', *args],
-                          check=True, capture_output=True, text=True).stdout
+def _git(folder, *args): return ledger._git(folder, '-c', 'user.name=sftrl', '-c', 'user.email=sftrl@example.org', *args)
 
 
 def test_a_clone_continues_from_a_retired_init(recorded, monkeypatch):
