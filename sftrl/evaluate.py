@@ -24,8 +24,8 @@ _all_ = ['observation_digest', 'random_mistake_policy']   # handed on from sftrl
 
 # %% auto #0
 __all__ = ['RATIO_METRICS', 'PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate', 'load_evaluation',
-           'binomial_se', 'categories', 'follows_rule', 'rule_validity', 'summarize', 'paired_comparison',
-           'prompt_overlap', 'observation_digest', 'random_mistake_policy']
+           'binomial_se', 'categories', 'follows_rule', 'rule_counts', 'rule_validity', 'summarize',
+           'paired_comparison', 'prompt_overlap', 'observation_digest', 'random_mistake_policy']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
 class PolicyFn(Protocol):
@@ -227,12 +227,24 @@ def _first_answers(steps: pd.DataFrame, task: Task) -> pd.DataFrame:
     tries = steps[steps.category != STEP_LIMIT.category]
     return tries.sort_values(['sample_id', 'veri_step']).groupby(list(task.family.position_keys)).head(1)
 
+def _reads_rule(steps: pd.DataFrame, episodes: pd.DataFrame, task: Task) -> bool:
+    return not steps.empty and set(task.family.rule_columns) <= {*steps.columns, *episodes.columns}
+
+def rule_counts(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> pd.DataFrame:
+    "`episodes` with each episode's `rule_hits` (its first answers that follow the stated rule) and `first_answers`."
+    task = get_task(task)
+    if not _reads_rule(steps, episodes, task):
+        raise ValueError(f"{task.title}: these rows lack what rule validity reads ({', '.join(task.family.rule_columns)})")
+    first = _first_answers(steps, task)
+    hits = pd.DataFrame({'sample_id': first.sample_id.to_numpy(), 'rule_hits': task.family.rule_hits(first, episodes)})
+    counts = hits.groupby('sample_id').rule_hits.agg(rule_hits='sum', first_answers='size')
+    return episodes.join(counts, on='sample_id').fillna({'rule_hits': 0, 'first_answers': 0})
+
 def rule_validity(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> tuple[int, int] | None:
     "(first answers that follow the stated rule, first answers) of an evaluation; None when its rows lack what it needs."
-    task = get_task(task)
-    if steps.empty or not set(task.family.rule_columns) <= {*steps.columns, *episodes.columns}: return None
-    hits = task.family.rule_hits(_first_answers(steps, task), episodes)
-    return int(sum(hits)), len(hits)
+    if not _reads_rule(steps, episodes, get_task(task)): return None
+    counts = rule_counts(steps, episodes, task)
+    return int(counts.rule_hits.sum()), int(counts.first_answers.sum())
 
 # %% ../nbs/09_evaluate.ipynb #385eac3e
 def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limit: bool = False) -> pd.DataFrame:
@@ -255,7 +267,8 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     return pd.DataFrame(rows).set_index('metric')
 
 # %% ../nbs/09_evaluate.ipynb #c3d0c396
-RATIO_METRICS = {'per_step_accuracy': ('correct_steps', 'verified_steps')}   # (hits, trials) columns of the episode table
+RATIO_METRICS = {'per_step_accuracy': ('correct_steps', 'verified_steps'),   # (hits, trials) columns of the episode table
+                 'rule_validity': ('rule_hits', 'first_answers')}             # ... that `rule_counts` adds
 
 def _per_episode(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     "Values whose mean is `column`'s metric (a ratio metric linearized by the delta method), and each episode's own value."
@@ -267,6 +280,8 @@ def _per_episode(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series
 def paired_comparison(before: pd.DataFrame, after: pd.DataFrame, column: str = 'success') -> pd.Series:
     "Two evaluations (episode tables) of the same seeded episodes: `column` before and after, the change, its paired SE, episodes gained and lost."
     values = list(RATIO_METRICS.get(column, (column,)))
+    if column == 'rule_validity' and not set(values) <= {*before.columns, *after.columns}:
+        raise ValueError("rule validity pairs each episode's first answers: pass `rule_counts(steps, episodes, task)` of both evaluations")
     both = before[['sample_id', 'seed', *values]].merge(after[['sample_id', 'seed', *values]], on='sample_id', how='outer',
                                                          suffixes=('_before', '_after'))
     if both.isna().any().any() or (both.seed_before != both.seed_after).any():

@@ -117,6 +117,8 @@ def test_compare_two_arms_on_the_same_episodes_from_the_ledger(recorded, monkeyp
     rows = data[(data.split == 'id') & data.arm.isin(['Init', 'RL'])]
     assert change.n == study.eval_episodes('smoke', 'gp-l', 'id') and change.gained - change.lost == round(change.difference * change.n)
     assert abs(100 * change.difference - (rows.value.iloc[-1] - rows.value.iloc[0])) < 1e-9
+    validity = study.compare(init, last, 'gp-l', 'id', 'smoke', root, column='rule_validity')
+    assert abs(100 * validity.difference - (rows.rule_validity.iloc[-1] - rows.rule_validity.iloc[0])) < 1e-9
 
 
 def test_the_committed_ledger_stays_under_100_mb():
