@@ -25,7 +25,7 @@ from .ledger import (RETIRED, checkpoint_name, finished, keep_checkpoint, record
 from .models import load_policy
 from .presets import eval_episodes, runs_root, study_preset
 from .rl import rl_checkpoints, rl_folder, rl_run, train_rl
-from .runs import building, checkpoint_table, on_gpu
+from .runs import building, checkpoint_table, on_gpu, run_precision
 from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
@@ -205,22 +205,22 @@ def rl_arms(task, preset, init, seed: int = 0, root='runs', trainer: str = 'ppo'
     if trainer not in by_trainer: raise ValueError(f"trainer must be {' or '.join(map(repr, by_trainer))}, got {trainer!r}")
     start, arm = gflops(_compute(init).get('flops', 0.0)), by_trainer[trainer]
     table = rl_checkpoints(arm.train(task, preset, init, seed, root, **overrides))
-    rows = ([{'arm': 'Init', 'path': str(init), 'step': 0, 'gflops': start, 'paper_gflops': start}]
-            + [{'arm': arm.name, 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops}
-               for r in table.itertuples()])
+    rows = ([{'arm': 'Init', 'path': str(init), 'step': 0, 'gflops': start, 'paper_gflops': start, 'precision': run_precision(init)}]
+            + [{'arm': arm.name, 'path': r.path, 'step': int(r.update), 'gflops': r.gflops, 'paper_gflops': r.paper_gflops,
+                'precision': run_precision(r.path)} for r in table.itertuples()])
     return pd.DataFrame(rows).assign(task=get_task(task).name, seed=seed)
 
 def sft_arms(task, preset, seed: int = 0, root='runs', label: str = 'SFT', **overrides) -> pd.DataFrame:
     "Every checkpoint of the SFT run of `task` (with `overrides`) as a series named `label`, with their GFLOPs."
     table = checkpoint_table(trained_sft(task, preset, seed, root, **overrides))
     return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
-                         'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
+                         'paper_gflops': table.gflops, 'precision': table.path.map(run_precision), 'task': get_task(task).name, 'seed': seed})
 
 def dpo_arms(task, preset, init, seed: int = 0, root='runs', label: str = 'DPO', **overrides) -> pd.DataFrame:
     "The checkpoints of the DPO run of `task` from checkpoint `init` as a series named `label`, with GFLOPs counted as RL's."
     table = checkpoint_table(trained_dpo(task, preset, init, seed, root, **overrides))
     return pd.DataFrame({'arm': label, 'path': table.path, 'step': table.step.astype(int), 'gflops': table.gflops,
-                         'paper_gflops': table.gflops, 'task': get_task(task).name, 'seed': seed})
+                         'paper_gflops': table.gflops, 'precision': table.path.map(run_precision), 'task': get_task(task).name, 'seed': seed})
 
 def chosen_init(table: pd.DataFrame, task, preset, root='runs') -> int:
     "The row of `table` (an `sft_arms` table) that `choose_init` picks, on the checkpoints' ID evaluations (cached)."

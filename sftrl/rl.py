@@ -23,7 +23,7 @@ from transformers import LogitsProcessorList
 from .core import config_hash, cut_log, installed_trackers, settled_folder, write_atomically, write_folder_atomically
 from .ledger import checkpoint_name
 from .compute import TokenCount, counted_rl_flops, gflops, implied_lambda, init_tokens, rl_flops
-from .runs import building, on_gpu, training_precision
+from .runs import building, on_gpu, record_precision, training_precision
 from .generate import Generation, GenerationEngine, RowSeededSampling, chat_messages, encode, generate, generation_precision, generator
 from .generate import _answer_ids, _generation, _row_seeds
 from .models import IMAGE_TOKEN, Policy, count_parameters, load_policy, save_policy
@@ -684,6 +684,8 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     actor_critic, optimizer = accelerator.prepare(ActorCritic(policy.model, value_head), optimizer)
     n_params, d_init = count_parameters(policy.model), init_tokens(run.init)
     write_atomically(folder / 'run.json', json.dumps(asdict(run)))
+    if accelerator.is_main_process:
+        record_precision(folder, f'update-{start}' if start else None, {'no': 'fp32'}.get(accelerator.mixed_precision, accelerator.mixed_precision))
     accelerator.init_trackers(folder.name, config={k: v for k, v in asdict(run).items() if v is not None})
     generate_with = _rollout_generator(policy, run.backend, accelerator.mixed_precision)
     pad_id = policy.tokenizer.pad_token_id

@@ -22,9 +22,9 @@ from .compute import gflops, sft_flops
 from .core import write_atomically
 
 # %% auto #0
-__all__ = ['TRAINER_STATE', 'PRECISIONS', 'building', 'last_checkpoint', 'resume_training', 'StopAfter', 'ResumeAsPretrained',
-           'ResumingTrainer', 'on_gpu', 'training_precision', 'optimizer_steps', 'train_to_end', 'CheckpointCompute',
-           'checkpoint_table']
+__all__ = ['TRAINER_STATE', 'PRECISIONS', 'PRECISION_RECORD', 'building', 'last_checkpoint', 'resume_training', 'StopAfter',
+           'ResumeAsPretrained', 'ResumingTrainer', 'on_gpu', 'training_precision', 'record_precision', 'run_precision',
+           'optimizer_steps', 'train_to_end', 'CheckpointCompute', 'checkpoint_table']
 
 # %% ../nbs/04d_runs.ipynb #3c1b9d20
 def building(folder: Path):
@@ -70,6 +70,8 @@ def resume_training(trainer: Trainer, checkpoints, progress: bool = True, stop_a
         if saved and saved['global_step'] >= stop_after: return saved['global_step'] >= saved['max_steps']
         trainer.add_callback(StopAfter(stop_after))
     if not progress: trainer.remove_callback(PrinterCallback)
+    if trainer.is_world_process_zero():
+        record_precision(Path(checkpoints).parent, last and Path(last).name, 'bf16' if trainer.args.bf16 else 'fp16' if trainer.args.fp16 else 'fp32')
     trainer.train(resume_from_checkpoint=last)
     return trainer.state.global_step >= trainer.state.max_steps
 
@@ -140,6 +142,27 @@ def _training_step_seconds(bf16: bool, repeats: int = 3) -> float:
         loss.backward()
         best = min(best, time.perf_counter() - start)
     return best
+
+# %% ../nbs/04d_runs.ipynb #ea5d634a
+PRECISION_RECORD = 'precision.json'   # in a run's folder: what it trained in, one entry per change
+
+def record_precision(folder, resumed_from: str | None, precision: str) -> None:
+    "Append to `folder`'s `precision.json` that training (re)started from `resumed_from` (a checkpoint's name, PPO's `update-N`; None: the start) in `precision`, unless that is already its last entry's precision."
+    path = Path(folder) / PRECISION_RECORD
+    entries = json.loads(path.read_text()) if path.exists() else []
+    if entries and entries[-1]['precision'] == precision: return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps([*entries, {'resumed_from': resumed_from, 'precision': precision}]))
+
+def run_precision(path) -> str:
+    "The precisions the run of `path` (its folder, or one of its checkpoints) trained in, joined by '+' in the order used; 'unrecorded' for what it trained before any record."
+    path = Path(path)
+    if path.name.startswith('checkpoint-'): path = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
+    record = path / PRECISION_RECORD
+    if not record.exists(): return 'unrecorded'
+    entries = json.loads(record.read_text())
+    before = ['unrecorded'] if entries[0]['resumed_from'] else []   # the record began when a run trained before it resumed
+    return '+'.join(dict.fromkeys(before + [entry['precision'] for entry in entries]))
 
 # %% ../nbs/04d_runs.ipynb #96349898
 def optimizer_steps(run, rows: int) -> int:
