@@ -129,12 +129,13 @@ def _sft_wall(home: Path) -> float:
     return float(runtime.iloc[-1]) if len(runtime) else float('nan')
 
 # %% ../nbs/15a_lanes.ipynb #69488336
-def _row(stage: str, done: float, total: float, wall: float, cost: tuple | None) -> dict:
+def _row(stage: str, done: float, total: float, wall: float, cost: tuple | None, timed: float = math.nan) -> dict:
     title, unit = STAGES[stage]
     status = 'done' if done >= total else 'partial' if done > 0 else 'to do'
     rate, source = cost or (float('nan'), '')
     return {'stage': stage, 'title': title, 'status': status, 'done': done, 'total': total, 'unit': unit,
-            'wall_s': wall if status == 'done' else float('nan'), 'left_s': max(total - done, 0) * rate,
+            'wall_s': wall if status == 'done' else float('nan'), 'timed': timed if status == 'done' else float('nan'),
+            'left_s': max(total - done, 0) * rate,
             'seconds_per_unit': rate, 'cost_from': source}
 
 def _init_reading(checkpoints, task, preset, root) -> tuple[int | None, list[int], float, int]:
@@ -153,26 +154,27 @@ def lane_plan(task, preset='tiny', seed: int = 0, root='runs') -> pd.DataFrame:
     name, task = study_preset(preset).name, get_task(task)
     costs, walls = _costs(task, name, root), _recorded(_record_path(task, name, seed, root))
     wall = lambda stage, fallback=float('nan'): walls.get(stage, {}).get('wall_seconds', fallback)
+    timed = lambda stage: walls.get(stage, {}).get('units', float('nan'))   # the units its recorded wall time covers
     run, folder = study_run('sft', task, name, seed, root)
     home = _home(folder, name)
     steps, checkpoints = optimizer_steps(run, run.examples), _checkpoints(home, folder, 'checkpoints/checkpoint-*')
     n, sft_done = len(checkpoint_steps(run, steps)), finished(home)
     trained = steps if sft_done else max((c['step'] for _, c in checkpoints), default=0)
-    rows = [_row('sft', trained, steps, wall('sft', _sft_wall(home)), costs.get('sft'))]
+    rows = [_row('sft', trained, steps, wall('sft', _sft_wall(home)), costs.get('sft'), timed('sft'))]
     k, read, share, earliest = _init_reading(checkpoints, task, name, root) if sft_done else (None, [], 0.0, 0)
     init = earliest if k is None else k   # unknown: count with the earliest Init still possible (an upper bound)
-    rows.append(_row('init', len(read) + share, init + 2, wall('init'), costs.get('init')))
+    rows.append(_row('init', len(read) + share, init + 2, wall('init'), costs.get('init'), timed('init')))
     splits, sft_later = task.splits, checkpoints[init:] if sft_done else []
     played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in sft_later for split in splits)
-    rows.append(_row('sft_evals', played, (n - init) * len(splits), wall('sft_evals'), costs.get('sft_evals')))
+    rows.append(_row('sft_evals', played, (n - init) * len(splits), wall('sft_evals'), costs.get('sft_evals'), timed('sft_evals')))
     rl, rl_folder = study_run('rl', task, name, seed, root, init=checkpoints[k][0] if k is not None else '')
     rl_home = _home(rl_folder, name) if k is not None else rl_folder
     updates = rl.updates if finished(rl_home) else _updates_logged(rl_home)
-    rows.append(_row('rl', updates, rl.updates, wall('rl'), costs.get('rl')))
+    rows.append(_row('rl', updates, rl.updates, wall('rl'), costs.get('rl'), timed('rl')))
     rl_later = _checkpoints(rl_home, rl_folder, 'checkpoint-*') if k is not None else []
     for split in splits:
         played = sum(_evaluated(path, compute, task, split, name, root)[0] for path, compute in rl_later)
-        rows.append(_row(split, played, len(checkpoint_updates(rl)), wall(split), costs.get(split)))
+        rows.append(_row(split, played, len(checkpoint_updates(rl)), wall(split), costs.get(split), timed(split)))
     plan = pd.DataFrame(rows)
     plan.attrs = {'task': task.name, 'preset': name, 'seed': seed, 'root': str(root), 'n_checkpoints': n,
                   'init_step': None if k is None else checkpoints[k][1]['step'], 'upper_bound': k is None}
@@ -198,6 +200,13 @@ def _left_text(seconds: float, unknown: bool, bound: bool) -> str:
     if unknown and seconds == 0: return 'unknown (no cost measured for it yet)'
     return f"{'≤' if bound else 'about'} {_duration(seconds)}" + (' and stages of unknown cost' if unknown else '')
 
+def _took(row) -> str:
+    "A done stage's recorded wall time, and what it covers when that is not the whole stage (a stage resumed in a later sitting)."
+    if math.isnan(row.wall_s): return '—'
+    if math.isnan(row.timed): return f"its last sitting took {_duration(row.wall_s)}"
+    if row.timed < row.total: return f"took {_duration(row.wall_s)} for its last {_count(row.timed)} {row.unit}"
+    return f"took {_duration(row.wall_s)}"
+
 def plan_text(plan: pd.DataFrame) -> str:
     "One lane's plan as lines to read: each stage's status, progress, wall time and time left; then the lane's time left."
     a = plan.attrs
@@ -205,7 +214,7 @@ def plan_text(plan: pd.DataFrame) -> str:
             else "Init not chosen yet: counts assume the earliest Init still possible (an upper bound)")
     lines = [f"{get_task(a['task']).title}, {a['preset']} preset, seed {a['seed']} — {init}"]
     for r in plan.itertuples():
-        if r.status == 'done': note = '—' if math.isnan(r.wall_s) else f"took {_duration(r.wall_s)}"
+        if r.status == 'done': note = _took(r)
         elif math.isnan(r.left_s): note = 'time unknown (no cost measured)'
         else: note = (f"{'≤ ' if a['upper_bound'] else ''}{_duration(r.left_s)} left "
                       f"({_duration(r.seconds_per_unit)} per {r.unit.rstrip('s')}, {r.cost_from})")
@@ -262,7 +271,8 @@ def run_lane(task, preset='tiny', seed: int = 0, root='runs', until: str | None 
         if row.status == 'done': log(f"  {title}: done before")
         else:
             wall = time.time() - start
-            _record(task, name, seed, root, stage, wall, float(row.total - row.done))
+            done = lane_plan(task, name, seed, root).set_index('stage').loc[stage, 'done']   # the Init's stages learn their total as they go
+            _record(task, name, seed, root, stage, wall, float(done - row.done))
             log(f"  {title}: {_duration(wall)}")
         if stage == until: break
     after = lane_plan(task, name, seed, root)
