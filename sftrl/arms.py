@@ -17,7 +17,7 @@ from .base import base_cache
 from .compute import gflops
 from .core import config_hash
 from .dpo import dpo_folder, dpo_run, train_dpo
-from .evaluate import evaluate, load_evaluation, paired_comparison, rule_counts, summarize
+from .evaluate import RULE_METRICS, evaluate, load_evaluation, paired_comparison, rule_counts, summarize
 from .generate import model_policy
 from .grpo import grpo_folder, grpo_run, train_grpo
 from .ledger import (RETIRED, checkpoint_name, finished, keep_checkpoint, record_evaluation, record_run,
@@ -146,13 +146,13 @@ def evaluation(checkpoint, task, split: str, preset, seed: int = 0, viter: int |
         if name in metrics.index: row[name], row[f'{name}_se'] = metrics.loc[name, 'value'], metrics.loc[name, 'se']
     return row
 
-METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy', 'rule_validity')   # each with its `_se` in every arms table and figure CSV
+METRICS = ('success', 'per_step_accuracy', 'recognition_accuracy', 'rule_validity', 'rule_reading')   # each with its `_se` in every arms table and figure CSV
 
 def compare(before, after, task, split: str, preset, root='runs', column: str = 'success', **evaluation_kwargs) -> pd.Series:
     "Checkpoints `before` and `after` on the same seeded episodes of `split` (`evaluation`s): `column` before, after, the paired change, its SE, episodes gained and lost."
     logs = [evaluation(c, task, split, preset, root=root, **evaluation_kwargs)['log'] for c in (before, after)]
     tables = [load_evaluation(log) for log in logs]
-    episodes = [rule_counts(*t, task) if column == 'rule_validity' else t[1] for t in tables]
+    episodes = [rule_counts(*t, task) if column in RULE_METRICS else t[1] for t in tables]
     return paired_comparison(*episodes, column=column)
 
 def _checkpoint_name(path, root) -> str:

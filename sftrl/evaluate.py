@@ -23,8 +23,8 @@ from .tasks import (Task, evaluation_seeds, get_task, make_env, observation_dige
 _all_ = ['observation_digest', 'random_mistake_policy']   # handed on from sftrl.tasks, where SFT's data takes them
 
 # %% auto #0
-__all__ = ['RATIO_METRICS', 'PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate', 'load_evaluation',
-           'binomial_se', 'categories', 'follows_rule', 'rule_counts', 'rule_validity', 'summarize',
+__all__ = ['RULE_COUNTS', 'RATIO_METRICS', 'RULE_METRICS', 'PolicyFn', 'oracle_policy', 'constant_policy', 'read_log', 'evaluate',
+           'load_evaluation', 'binomial_se', 'categories', 'follows_rule', 'rule_counts', 'rule_validity', 'summarize',
            'paired_comparison', 'prompt_overlap', 'observation_digest', 'random_mistake_policy']
 
 # %% ../nbs/09_evaluate.ipynb #eea622e7
@@ -230,15 +230,20 @@ def _first_answers(steps: pd.DataFrame, task: Task) -> pd.DataFrame:
 def _reads_rule(steps: pd.DataFrame, episodes: pd.DataFrame, task: Task) -> bool:
     return not steps.empty and set(task.family.rule_columns) <= {*steps.columns, *episodes.columns}
 
+RULE_COUNTS = ('rule_hits', 'first_answers', 'reading_hits', 'reading_answers')   # what `rule_counts` adds to each episode
+
 def rule_counts(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> pd.DataFrame:
-    "`episodes` with each episode's `rule_hits` (its first answers that follow the stated rule) and `first_answers`."
+    "`episodes` with each episode's first answers (`first_answers`), those that follow the stated rule (`rule_hits`), those that follow exactly one of the two rules (`reading_answers`) and, of these, the stated one (`reading_hits`)."
     task = get_task(task)
     if not _reads_rule(steps, episodes, task):
         raise ValueError(f"{task.title}: these rows lack what rule validity reads ({', '.join(task.family.rule_columns)})")
     first = _first_answers(steps, task)
-    hits = pd.DataFrame({'sample_id': first.sample_id.to_numpy(), 'rule_hits': task.family.rule_hits(first, episodes)})
-    counts = hits.groupby('sample_id').rule_hits.agg(rule_hits='sum', first_answers='size')
-    return episodes.join(counts, on='sample_id').fillna({'rule_hits': 0, 'first_answers': 0})
+    stated = np.array(task.family.rule_hits(first, episodes), dtype=bool)
+    other = np.array(task.family.rule_hits(first, episodes, stated=False), dtype=bool)
+    hits = pd.DataFrame({'sample_id': first.sample_id.to_numpy(), 'rule_hits': stated, 'first_answers': 1,
+                         'reading_hits': stated & ~other, 'reading_answers': stated != other})
+    counts = hits.groupby('sample_id')[list(RULE_COUNTS)].sum()
+    return episodes.join(counts, on='sample_id').fillna({c: 0 for c in RULE_COUNTS})
 
 def rule_validity(steps: pd.DataFrame, episodes: pd.DataFrame, task) -> tuple[int, int] | None:
     "(first answers that follow the stated rule, first answers) of an evaluation; None when its rows lack what it needs."
@@ -256,8 +261,10 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
     rows = [_rate('success', episodes['success'].sum() if len(episodes) else 0, len(episodes), 'episode'),
             _rate('per_step_accuracy', counted['correct'].sum() if n else 0, n, 'step'),
             _mean('mean_reward', counted['reward'] if n else pd.Series(dtype=float), 'step')]
-    validity = rule_validity(steps, episodes, task)
-    if validity is not None: rows.append(_rate('rule_validity', *validity, 'first answer'))
+    if _reads_rule(steps, episodes, task):
+        counts = rule_counts(steps, episodes, task)[list(RULE_COUNTS)].sum()
+        rows += [_rate('rule_validity', counts.rule_hits, int(counts.first_answers), 'first answer'),
+                 _rate('rule_reading', counts.reading_hits, int(counts.reading_answers), 'first answer following one rule')]
     if task.vision and task.family.recognition:
         rows += [_rate('recognition_accuracy', (category != 'INCORRECT_VISION').sum(), n, 'step'),
                  _mean('recognition_per_episode', episodes['recognition'] if len(episodes) else pd.Series(dtype=float), 'episode')]
@@ -268,7 +275,9 @@ def summarize(steps: pd.DataFrame, episodes: pd.DataFrame, task, count_step_limi
 
 # %% ../nbs/09_evaluate.ipynb #c3d0c396
 RATIO_METRICS = {'per_step_accuracy': ('correct_steps', 'verified_steps'),   # (hits, trials) columns of the episode table
-                 'rule_validity': ('rule_hits', 'first_answers')}             # ... that `rule_counts` adds
+                 'rule_validity': ('rule_hits', 'first_answers'),             # ... that `rule_counts` adds
+                 'rule_reading': ('reading_hits', 'reading_answers')}
+RULE_METRICS = ('rule_validity', 'rule_reading')   # paired over `rule_counts`' columns
 
 def _per_episode(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     "Values whose mean is `column`'s metric (a ratio metric linearized by the delta method), and each episode's own value."
@@ -280,8 +289,8 @@ def _per_episode(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series
 def paired_comparison(before: pd.DataFrame, after: pd.DataFrame, column: str = 'success') -> pd.Series:
     "Two evaluations (episode tables) of the same seeded episodes: `column` before and after, the change, its paired SE, episodes gained and lost."
     values = list(RATIO_METRICS.get(column, (column,)))
-    if column == 'rule_validity' and not set(values) <= {*before.columns, *after.columns}:
-        raise ValueError("rule validity pairs each episode's first answers: pass `rule_counts(steps, episodes, task)` of both evaluations")
+    if column in RULE_METRICS and not set(values) <= {*before.columns, *after.columns}:
+        raise ValueError(f"{column} pairs each episode's first answers: pass `rule_counts(steps, episodes, task)` of both evaluations")
     both = before[['sample_id', 'seed', *values]].merge(after[['sample_id', 'seed', *values]], on='sample_id', how='outer',
                                                          suffixes=('_before', '_after'))
     if both.isna().any().any() or (both.seed_before != both.seed_after).any():

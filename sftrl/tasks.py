@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .core import Verdict, episode_seeds
-from .cards import CardRule, solve
+from .cards import FACE_RANKS, ID_RULE, OOD_RULE, CardRule, solve
 from .points import (AGGREGATED_ERROR, GP_L_PROMPT, GP_VL_PROMPT, REWARDS, GeneralPointsEnv, card_labels, formula_value,
                           points_answer)
 from .points import MODES as _POINTS_MODES
@@ -114,8 +114,8 @@ class TaskFamily:
     def follows_rule(self, answer: str, numbers=None, absolute: bool = True) -> bool:
         "Does `answer` follow the rule its prompt states (the hand's `numbers`; the `absolute` or relative action space)?"
         raise NotImplementedError
-    def rule_hits(self, first, episodes) -> list[bool]:
-        "`follows_rule` for each first answer (a steps table's rows), reading what it needs from the episodes table."
+    def rule_hits(self, first, episodes, stated: bool = True) -> list[bool]:
+        "`follows_rule` for each first answer (a steps table's rows), reading what it needs from the episodes table; `stated=False`: the other split's rule instead."
         raise NotImplementedError
     def step_context(self, info: dict) -> dict:
         "What an evaluation's step row records of the position it answered."
@@ -131,6 +131,11 @@ class TaskFamily:
         raise NotImplementedError
 
 # %% ../nbs/03_tasks.ipynb #f4a1c004
+def _other_rule(cards, numbers) -> list[int]:
+    "A hand's numbers under the other split's rule: J, Q, K as 10 where the stated rule counts them 11, 12, 13, and the other way round."
+    other = lambda card, n: (OOD_RULE if n == ID_RULE.value(card) else ID_RULE).value(card) if card in FACE_RANKS else n
+    return [other(card, n) for card, n in zip(cards, numbers)]
+
 class GeneralPointsFamily(TaskFamily):
     "GeneralPoints (GP-L, GP-VL): deal a hand, write a formula that makes 24."
 
@@ -162,9 +167,10 @@ class GeneralPointsFamily(TaskFamily):
         if len(written) != len(numbers) or not all(n.isdigit() and len(n) <= 3 for n in written): return False
         return sorted(map(int, written)) == sorted(map(int, numbers))
 
-    def rule_hits(self, first, episodes):
-        numbers = dict(zip(episodes.sample_id, episodes.numbers))
-        return [self.follows_rule(o, numbers[i]) for o, i in zip(first.output, first.sample_id)]
+    def rule_hits(self, first, episodes, stated=True):
+        numbers = episodes.numbers if stated else map(_other_rule, episodes.cards, episodes.numbers)
+        by_episode = dict(zip(episodes.sample_id, numbers))
+        return [self.follows_rule(o, by_episode[i]) for o, i in zip(first.output, first.sample_id)]
 
     def step_context(self, info): return {'cards': list(info['cards']), 'suits': list(info['suits'])}
     def episode_summary(self, info, first): return {'cards': first['cards'], 'suits': first['suits'], 'numbers': list(info['numbers'])}
@@ -204,8 +210,8 @@ class NavigationFamily(TaskFamily):
     def follows_rule(self, answer, numbers=None, absolute=True):
         return (_parse_route(answer).action or '').strip() in action_space(absolute)
 
-    def rule_hits(self, first, episodes):
-        return [self.follows_rule(o, absolute=a) for o, a in zip(first.output, first.absolute)]
+    def rule_hits(self, first, episodes, stated=True):
+        return [self.follows_rule(o, absolute=bool(a) == stated) for o, a in zip(first.output, first.absolute)]
 
     def step_context(self, info):
         return {'route_id': info['route_id'], 'position': info['step_cnt'], 'gt_action': info['gt_action'],
