@@ -204,7 +204,7 @@ def _took(row) -> str:
     "A done stage's recorded wall time, and what it covers when that is not the whole stage (a stage resumed in a later sitting)."
     if math.isnan(row.wall_s): return '—'
     if math.isnan(row.timed): return f"its last sitting took {_duration(row.wall_s)}"
-    if row.timed < row.total: return f"took {_duration(row.wall_s)} for its last {_count(row.timed)} {row.unit}"
+    if row.timed < row.total: return f"took {_duration(row.wall_s)} for its last {_count(row.timed)} {row.unit.rstrip('s') if row.timed == 1 else row.unit}"
     return f"took {_duration(row.wall_s)}"
 
 def plan_text(plan: pd.DataFrame) -> str:
