@@ -224,7 +224,7 @@ class NavigationFamily(TaskFamily):
 GENERAL_POINTS = GeneralPointsFamily(
     'points', 'GeneralPoints', GeneralPointsEnv, _POINTS_MODES, REWARDS, (*REWARDS, AGGREGATED_ERROR),
     {False: GP_L_PROMPT, True: GP_VL_PROMPT}, '"formula":', ('cards', 'rule', 'target', 'mode'), ('sample_id',),
-    ('output', 'veri_step', 'numbers'), recognition=True, key_resolution=64, openings_repeat=True, demonstration_share=1.0)
+    ('output', 'veri_step', 'numbers', 'cards'), recognition=True, key_resolution=64, openings_repeat=True, demonstration_share=1.0)
 VIRL = NavigationFamily(
     'nav', 'V-IRL', NavigationEnv, _NAV_MODES, REWARD_FN_VIRL, tuple(REWARD_FN_VIRL), {False: Q_VIRL_L, True: Q_VIRL_VL},
     '"action":', ('point', 'absolute_action', 'mode'), ('sample_id', 'position'), ('output', 'veri_step', 'position', 'absolute'),
