@@ -24,8 +24,9 @@ from gymnasium import spaces
 
 # %% auto #0
 __all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'TRIM_SECONDS', 'HEAP_RETURNED',
-           'bounded_feedback', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash', 'write_atomically',
-           'settled_folder', 'write_folder_atomically', 'cut_log', 'installed_trackers', 'return_freed_memory']
+           'bounded_feedback', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash', 'checkpoint_run',
+           'write_atomically', 'settled_folder', 'write_folder_atomically', 'cut_log', 'installed_trackers',
+           'return_freed_memory']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -130,6 +131,11 @@ def config_hash(config, length: int = 12) -> str:
     data = asdict(config) if is_dataclass(config) else config
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+def checkpoint_run(checkpoint) -> Path:
+    "The run folder that holds `checkpoint`: SFT and DPO keep theirs in `run/checkpoints/`, RL and GRPO in `run/`."
+    path = Path(checkpoint)
+    return path.parent.parent if path.parent.name == 'checkpoints' else path.parent
 
 def write_atomically(path, data) -> Path:
     "Write `data` (text, bytes, or a function that writes a file at the path it is given) to `path` through a temporary file beside it and a rename: readers see the old file or the new one."

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save_file
 
-from .core import config_hash, write_atomically
+from .core import checkpoint_run, config_hash, write_atomically
 
 # %% auto #0
 __all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'RETIRED', 'ledger_root',
@@ -58,8 +58,7 @@ def checkpoint_name(path) -> str:
     if not text: return ''
     p = Path(text)
     if p.name.startswith('checkpoint-'):
-        run = p.parent.parent if p.parent.name == 'checkpoints' else p.parent
-        return f"{run.name}/{p.name}"
+        return f"{checkpoint_run(p).name}/{p.name}"
     if p.name == 'final': return f"{p.parent.name}/final"
     if (p / 'config.json').is_file(): return f"{p.name}@{hashlib.sha256((p / 'config.json').read_bytes()).hexdigest()[:12]}"
     return p.name if p.is_absolute() else text
@@ -185,8 +184,7 @@ def restore_run(folder, preset: str) -> bool:
 
 def keep_checkpoint(path, preset: str) -> Path | None:
     "Keep the weights of checkpoint `path` (where a later run starts: an Init) in the ledger, once, in its run's entry (recorded too)."
-    path = Path(path)
-    run = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
+    path, run = Path(path), checkpoint_run(path)
     entry = run_entry(run, preset)
     if entry is None: return None
     record_run(run, preset)

@@ -19,7 +19,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from .compute import gflops, sft_flops
-from .core import write_atomically
+from .core import checkpoint_run, write_atomically
 
 # %% auto #0
 __all__ = ['TRAINER_STATE', 'PRECISIONS', 'PRECISION_RECORD', 'building', 'last_checkpoint', 'resume_training', 'StopAfter',
@@ -157,7 +157,7 @@ def record_precision(folder, resumed_from: str | None, precision: str) -> None:
 def run_precision(path) -> str:
     "The precisions the run of `path` (its folder, or one of its checkpoints) trained in, joined by '+' in the order used; 'unrecorded' for what it trained before any record."
     path = Path(path)
-    if path.name.startswith('checkpoint-'): path = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
+    if path.name.startswith('checkpoint-'): path = checkpoint_run(path)
     record = path / PRECISION_RECORD
     if not record.exists(): return 'unrecorded'
     entries = json.loads(record.read_text())
