@@ -26,10 +26,10 @@ from .tasks import get_task
 
 # %% auto #0
 __all__ = ['PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST', 'PAPER_BUDGET_OOD_GAIN', 'ARM_COLOURS',
-           'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values', 'change_from_init',
-           'at_equal_compute', 'series_ends', 'provenance', 'save_figure', 'read_figure_csv', 'check_figure_csv',
-           'smooth', 'draw_curve', 'draw_arms', 'percent_limits', 'percent_axis', 'arms_figure', 'series_figure',
-           'draw_bars', 'overall_success', 'overall_success_reading']
+           'LINE_STYLES', 'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values',
+           'change_from_init', 'at_equal_compute', 'series_ends', 'provenance', 'save_figure', 'read_figure_csv',
+           'check_figure_csv', 'smooth', 'seed_lines', 'draw_curve', 'draw_arms', 'percent_limits', 'percent_axis',
+           'arms_figure', 'series_figure', 'draw_bars', 'overall_success', 'overall_success_reading']
 
 # %% ../nbs/16_figures.ipynb #41499628
 class ArmValues(NamedTuple):
@@ -123,14 +123,25 @@ def smooth(values, window: int = 5, order: int = 3) -> np.ndarray:
 # %% ../nbs/16_figures.ipynb #2822e145
 ARM_COLOURS = {name: arm.colour for name, arm in ARMS.items()}   # the registry's (sftrl.arms.ARMS)
 
+LINE_STYLES = ('-', '--', ':', '-.')   # a series' seeds, when each keeps its own line
+
+def seed_lines(points: pd.DataFrame, x: str = 'gflops') -> list[pd.DataFrame]:
+    "The lines of one series: its seeds' points at the checkpoints every seed has, to be averaged, when all seeds start at the same checkpoint; else each seed's points, a line of their own."
+    if 'seed' not in points or points.seed.nunique() < 2: return [points]
+    starts = points.loc[points.groupby('seed')[x].idxmin(), ['arm', 'step']]
+    if len(starts.drop_duplicates()) > 1: return [line for _, line in points.groupby('seed')]
+    return [points.groupby(['arm', 'step']).filter(lambda g: g.seed.nunique() == points.seed.nunique())]
+
 def draw_curve(ax, points: pd.DataFrame, value: str, colour, label: str, x: str = 'gflops'):
-    "Raw points of a series (in %, one per checkpoint and seed) and their smoothed mean with binomial error bars."
+    "Raw points of a series (in %, one per checkpoint and seed) and each of its `seed_lines`: the mean at each checkpoint, smoothed, with binomial error bars."
     ax.scatter(points[x], points[value], s=8, alpha=0.4, color=colour)
-    mean = (points.groupby(['arm', 'step'], sort=False)
-            .agg(x=(x, 'mean'), value=(value, 'mean'), episodes=('episodes', 'sum')).sort_values('x'))
-    p = mean.value / 100
-    ax.errorbar(mean.x, smooth(mean.value), yerr=100 * np.sqrt(p * (1 - p) / mean.episodes), color=colour,
-                label=label, capsize=2, lw=1.5)
+    lines = seed_lines(points, x)
+    for style, line in zip(LINE_STYLES * len(lines), lines):
+        mean = (line.groupby(['arm', 'step'], sort=False)
+                .agg(x=(x, 'mean'), value=(value, 'mean'), episodes=('episodes', 'sum')).sort_values('x'))
+        p = mean.value / 100
+        ax.errorbar(mean.x, smooth(mean.value), yerr=100 * np.sqrt(p * (1 - p) / mean.episodes), color=colour, ls=style,
+                    label=label if len(lines) == 1 else f"{label}, seed {line.seed.iloc[0]}", capsize=2, lw=1.5)
 
 def draw_arms(ax, part: pd.DataFrame, value: str = 'value', x: str = 'gflops'):
     "The SFT and RL (and DPO, GRPO, if any) series of one panel, each drawn from the Init point, and Init as a star."
@@ -166,7 +177,9 @@ def arms_figure(data: pd.DataFrame, tasks, splits, value: str = 'value', title: 
             metric = part.metric.iloc[0] if value == 'value' and len(part) else value
             ax.set_xlabel('training GFLOPs'); ax.set_ylabel(METRIC_LABELS.get(metric, metric))
             percent_axis(ax)
-    axes[0][0].legend(fontsize=7)
+    first = axes[0][0].get_legend_handles_labels()[1]
+    for ax in axes[0]:   # a legend on the first panel, and on any top panel whose lines differ from it (seeds drawn apart)
+        if ax is axes[0][0] or ax.get_legend_handles_labels()[1] != first: ax.legend(fontsize=6 if ax is not axes[0][0] else 7)
     fig.suptitle(title); fig.tight_layout()
     return fig
 
