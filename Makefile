@@ -19,7 +19,8 @@ install: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/sftrl reproduce --preset $(or $(PRESET),tiny)
 
-# The text core's lanes (a task's SFT, Init, RL and the evaluations of Figs. 5 and 6): how far each is and its time left,
+# Every task's lane (its SFT, Init, RL and the evaluations of Figs. 5-8) at the preset's seeds, how far and its time left,
+# and the seeds each figure is drawn at;
 # nothing run; `make lane TASK=gp-l` runs one, continuing where it stopped (two lanes side by side use the two cores).
 plan: $(STAMP)
 	$(BIN)/sftrl reproduce --plan --preset $(or $(PRESET),tiny)

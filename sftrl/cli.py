@@ -120,11 +120,15 @@ def runs_folder(root=None) -> str:
     import os
     return str(root or os.environ.get('SFTRL_RUNS') or 'runs')
 
-def print_plan(preset: str = 'tiny', task: str | None = None, seeds=(0,), root=None) -> str:
-    "Print the progress and time left of `task`'s lane (None: every text-core lane) for each of `seeds`; nothing runs. The text."
-    from sftrl.lanes import TEXT_CORE, plan_text, study_plan, study_plan_text
-    plans = study_plan(preset, [task] if task else TEXT_CORE, seeds, runs_folder(root))
+def print_plan(preset: str = 'tiny', task: str | None = None, seeds=None, root=None, figures: bool = False) -> str:
+    "Print the progress and time left of `task`'s lane (None: every task's) for each of `seeds` (None: the preset's), and with `figures` each figure's seeds; nothing runs. The text."
+    from sftrl.lanes import STUDY_TASKS, plan_text, study_plan, study_plan_text
+    from sftrl.presets import study_preset
+    plans = study_plan(preset, [task] if task else STUDY_TASKS, study_preset(preset).seed_list(seeds), runs_folder(root))
     text = plan_text(plans[0]) if len(plans) == 1 else study_plan_text(plans)
+    if figures:
+        from sftrl.driver import figures_plan, figures_plan_text
+        text += '\n\n' + figures_plan_text(figures_plan(preset, seeds, root=runs_folder(root)))
     print(text)
     return text
 
@@ -135,7 +139,7 @@ def lane(task: str, preset: str = 'tiny', seed: int = 0, root=None, until: str |
 
 def _lane_parser(commands):
     l = commands.add_parser("lane", help="run one lane of the study (a task's SFT, Init, RL and the evaluations Figs. 5 and 6 draw), or --plan: its progress")
-    l.add_argument("task", nargs="?", choices=["gp-l", "gp-vl", "virl-l", "virl-vl"], help="the lane's task (with --plan, none: every text-core lane)")
+    l.add_argument("task", nargs="?", choices=["gp-l", "gp-vl", "virl-l", "virl-vl"], help="the lane's task (with --plan, none: every task's lane)")
     l.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"])
     l.add_argument("--seed", type=int, default=0)
     l.add_argument("--root", help="the runs folder (default: $SFTRL_RUNS, else runs)")
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at a time, each in its own kernel (default: 1)")
     r.add_argument("--fresh", action="store_true", help="ignore the ledger: rerun every notebook and compute what is not in the runs folder's cache (delete its PRESET folder to retrain everything)")
     r.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="params", help="a notebook parameter for every experiment run, a Python literal: --set tasks='[\"gp-l\"]' (use with --only)")
-    r.add_argument("--plan", action="store_true", help="print the progress and time left of the text core's lanes (--seeds N: N seeds each); run nothing")
+    r.add_argument("--plan", action="store_true", help="print the progress and time left of every task's lane at each seed (default: the preset's; --seeds N: N), and each figure's seeds; run nothing")
     r.add_argument("--root", help="the runs folder: runs, evaluations and executed notebooks (default: $SFTRL_RUNS, else runs)")
     r.add_argument("--redraw", action="store_true", help="run again each experiment whose figure is in figures/ (or --figures), with the preset, seeds and parameters its CSV records: from the ledger, in minutes")
     _train_parser(commands)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             print(train(args.stage, args.task, args.preset, args.base or args.init or "", runs_folder(args.root), args.set or []))
         elif args.command == "lane":
             if args.plan: print_plan(args.preset, args.task, [args.seed], args.root)
-            elif args.task is None: raise ValueError("give the lane's task, e.g. `sftrl lane gp-l` (or --plan for every text-core lane)")
+            elif args.task is None: raise ValueError("give the lane's task, e.g. `sftrl lane gp-l` (or --plan for every task's lane)")
             else: lane(args.task, args.preset, args.seed, args.root, args.until)
         elif args.command == "base": print(commit_base(args.size, args.vision, args.rebuild))
         elif args.command == "keep": print(keep(args.checkpoint, args.preset))
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.redraw: redraw(args.figures or "figures", runs_folder(args.root)); return 0
             if args.plan:
                 from sftrl.driver import _fresh
-                with _fresh(args.fresh): print_plan(args.preset, seeds=range(args.seeds or 1), root=args.root)
+                with _fresh(args.fresh): print_plan(args.preset, seeds=None if args.seeds is None else range(args.seeds), root=args.root, figures=True)
                 return 0
             try: reproduce(args.preset, args.only, None if args.seeds is None else list(range(args.seeds)), args.force,
                            args.figures, runs_folder(args.root), jobs=args.jobs, fresh=args.fresh,

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import seaborn as sns
 
 import sftrl
@@ -22,7 +23,8 @@ from .presets import runs_root, study_preset
 
 # %% auto #0
 __all__ = ['ROOT', 'EXPERIMENTS', 'PARAMETERS', 'experiment_folders', 'experiments', 'figures_folder', 'notebook_parameters',
-           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce', 'redraw']
+           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce', 'redraw', 'figures_plan',
+           'figures_plan_text']
 
 # %% ../nbs/17_driver.ipynb #90ec784c
 def _project_root() -> Path:
@@ -175,3 +177,31 @@ def redraw(figures_dir='figures', root='runs', folder=None, log=print) -> list[P
         log(f"{csv.stem}: redrawn in {time.time() - started:.0f} s")
     if not outputs: log(f"no experiment's figure in {figures_dir}: nothing to redraw")
     return outputs
+
+# %% ../nbs/17_driver.ipynb #43247638
+def figures_plan(preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None) -> pd.DataFrame:
+    "Each experiment's figure in `figures_dir` (default: `figures_folder`) against what `reproduce` asks of `preset`: the seeds its CSV records, those still to run, and a status."
+    from sftrl.figures import read_figure_csv
+    study = study_preset(preset)
+    want, folder_ = study.seed_list(seeds), Path(figures_dir or figures_folder(study, root))
+    rows = []
+    for name in experiments(folder):
+        csv = folder_ / f'{name}.csv'
+        meta = read_figure_csv(csv)[1] if csv.exists() else {}
+        drawn = [int(s) for s in meta.get('seeds', '').split()]
+        missing = [s for s in want if s not in drawn]
+        status = ('not drawn' if not meta else f"drawn for the {meta['preset']} preset" if meta['preset'] != study.name
+                  else 'done' if not missing else f"seed{'s' * (len(missing) > 1)} {' '.join(map(str, missing))} to run")
+        rows.append({'experiment': name, 'drawn': drawn, 'to_run': missing if meta.get('preset') == study.name else want,
+                     'status': status})
+    plan = pd.DataFrame(rows, columns=['experiment', 'drawn', 'to_run', 'status'])
+    plan.attrs = {'preset': study.name, 'seeds': want, 'figures_dir': str(folder_)}
+    return plan
+
+def figures_plan_text(plan: pd.DataFrame) -> str:
+    "A `figures_plan` as lines to read: each figure's seeds and status, then how many are done."
+    a, seeds = plan.attrs, lambda s: ' '.join(map(str, s)) or '—'
+    lines = [f"Figures in {a['figures_dir']}, {a['preset']} preset, seeds {seeds(a['seeds'])} asked:"]
+    lines += [f"  {r.experiment:<30} drawn at seeds {seeds(r.drawn):<8} {r.status}" for r in plan.itertuples()]
+    lines.append(f"  {(plan.status == 'done').sum()} of {len(plan)} figures drawn at every seed asked")
+    return '\n'.join(lines)

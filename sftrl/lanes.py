@@ -25,12 +25,13 @@ from .sft import checkpoint_steps
 from .tasks import EVAL_SPLITS, get_task
 
 # %% auto #0
-__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STAGES', 'MEASURED_COSTS', 'lane_stages', 'lane_plan', 'plan_text', 'study_plan',
-           'study_plan_text', 'run_lane']
+__all__ = ['LANE_SPLITS', 'TEXT_CORE', 'STUDY_TASKS', 'STAGES', 'MEASURED_COSTS', 'lane_stages', 'lane_plan', 'plan_text',
+           'study_plan', 'study_plan_text', 'run_lane']
 
 # %% ../nbs/15a_lanes.ipynb #1ebc6dcb
 LANE_SPLITS = ('id', 'ood_rule')   # the splits Figs. 5 and 6 draw
 TEXT_CORE = ('gp-l', 'virl-l')     # the text tasks: the lanes of the study's first scope (issue 19)
+STUDY_TASKS = TEXT_CORE + ('gp-vl', 'virl-vl')   # every task's lane: the text core, then the vision tasks
 STAGES = {'sft': ('SFT run', 'steps'), 'init': ('Init: ID evaluations choose_init reads', 'evaluations'),
           'sft_evals': ('Init and later SFT checkpoints evaluated', 'evaluations'),
           'rl': ('RL run from the Init', 'updates'), 'id': ('ID evaluations of RL checkpoints', 'evaluations'),

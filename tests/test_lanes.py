@@ -90,7 +90,8 @@ def test_the_commands_plan_without_running(tmp_path, monkeypatch):
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert main(['reproduce', '--plan', '--preset', 'tiny', '--seeds', '2']) == 0
     text = out.getvalue()
-    assert text.count('tiny preset, seed') == 4 and '0 of 4 lanes done; left: ≤ ' in text
+    assert text.count('tiny preset, seed ') == 8 and '0 of 8 lanes done; left: ≤ ' in text   # every task's lane, two seeds
+    assert 'figures drawn at every seed asked' in text   # then the figures' seeds
     run = subprocess.run([SFTRL, 'lane', 'virl-l', '--preset', 'smoke', '--root', str(tmp_path / 'other'), '--plan'],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
