@@ -22,9 +22,9 @@ from .ledger import FRESH_ENV, ledger_for, reading
 from .presets import runs_root, study_preset
 
 # %% auto #0
-__all__ = ['ROOT', 'EXPERIMENTS', 'PARAMETERS', 'experiment_folders', 'experiments', 'figures_folder', 'notebook_parameters',
-           'check_parameters', 'run_experiment', 'ExperimentsFailed', 'reproduce', 'redraw', 'figures_plan',
-           'figures_plan_text']
+__all__ = ['ROOT', 'EXPERIMENTS', 'PARAMETERS', 'LANE_FIGURES', 'FIGURE_COSTS', 'experiment_folders', 'experiments',
+           'figures_folder', 'notebook_parameters', 'check_parameters', 'run_experiment', 'ExperimentsFailed',
+           'reproduce', 'redraw', 'figures_plan', 'figures_plan_text']
 
 # %% ../nbs/17_driver.ipynb #90ec784c
 def _project_root() -> Path:
@@ -179,6 +179,17 @@ def redraw(figures_dir='figures', root='runs', folder=None, log=print) -> list[P
     return outputs
 
 # %% ../nbs/17_driver.ipynb #43247638
+LANE_FIGURES = ('fig01_virl_overall', 'fig05_compute', 'fig06_rule_ood', 'fig07_visual_ood', 'fig08_recognition',
+                'fig18_virl_vl_overall')   # drawn from the lanes' runs and evaluations alone
+FIGURE_COSTS = {   # (preset, experiment): seconds of one process a seed costs beyond the lanes (seed 0, Reproduce page, 2026-12-06)
+    ('tiny', 'fig09_rl_without_sft'): 4_600,          # 3 RL runs from the base and their evaluations: 3,627-5,586 s
+    ('tiny', 'fig10_verification_budget'): 8_000,     # RL at budgets 1, 3, 10 and evaluations: 6,420-9,580 s
+    ('tiny', 'fig15_suboptimal_sft'): 4_437,          # the sub-optimal SFT run and its evaluations
+    ('tiny', 'fig16_vl_sft_learning_rates'): 18_083,  # six GP-VL SFT runs and their evaluations
+    ('tiny', 'fig17_vl_rl_learning_rates'): 1_740,    # the 6e-5 RL run (3e-5 is the lane's)
+    ('tiny', 'fig19_overfitted_init'): 7_500,         # RL at 3e-6 and 6e-6 from the last SFT checkpoint: 3,360-3,840 + ~3,960 s
+    ('tiny', 'ext_dpo'): 6_350}                      # GP-L's and GP-VL's pairs, DPO runs and evaluations
+
 def figures_plan(preset='tiny', seeds=None, figures_dir=None, root='runs', folder=None) -> pd.DataFrame:
     "Each experiment's figure in `figures_dir` (default: `figures_folder`) against what `reproduce` asks of `preset`: the seeds its CSV records, those still to run, and a status."
     from sftrl.figures import read_figure_csv
@@ -192,16 +203,25 @@ def figures_plan(preset='tiny', seeds=None, figures_dir=None, root='runs', folde
         missing = [s for s in want if s not in drawn]
         status = ('not drawn' if not meta else f"drawn for the {meta['preset']} preset" if meta['preset'] != study.name
                   else 'done' if not missing else f"seed{'s' * (len(missing) > 1)} {' '.join(map(str, missing))} to run")
-        rows.append({'experiment': name, 'drawn': drawn, 'to_run': missing if meta.get('preset') == study.name else want,
-                     'status': status})
-    plan = pd.DataFrame(rows, columns=['experiment', 'drawn', 'to_run', 'status'])
+        to_run = missing if meta.get('preset') == study.name else want
+        cost = 0.0 if name in LANE_FIGURES else FIGURE_COSTS.get((study.name, name), float('nan'))
+        rows.append({'experiment': name, 'drawn': drawn, 'to_run': to_run, 'status': status, 'left_s': cost * len(to_run)})
+    plan = pd.DataFrame(rows, columns=['experiment', 'drawn', 'to_run', 'status', 'left_s'])
     plan.attrs = {'preset': study.name, 'seeds': want, 'figures_dir': str(folder_)}
     return plan
 
 def figures_plan_text(plan: pd.DataFrame) -> str:
-    "A `figures_plan` as lines to read: each figure's seeds and status, then how many are done."
+    "A `figures_plan` as lines to read: each figure's seeds, status and time left beyond the lanes; then how many are done, and that time in all."
+    from sftrl.lanes import _duration
     a, seeds = plan.attrs, lambda s: ' '.join(map(str, s)) or '—'
+    def left(r):
+        if r.status == 'done': return ''
+        if r.experiment in LANE_FIGURES: return '(the lanes\' runs)'
+        return f"(about {_duration(r.left_s)} beyond the lanes)" if r.left_s == r.left_s else '(time unknown)'
     lines = [f"Figures in {a['figures_dir']}, {a['preset']} preset, seeds {seeds(a['seeds'])} asked:"]
-    lines += [f"  {r.experiment:<30} drawn at seeds {seeds(r.drawn):<8} {r.status}" for r in plan.itertuples()]
-    lines.append(f"  {(plan.status == 'done').sum()} of {len(plan)} figures drawn at every seed asked")
+    lines += [f"  {r.experiment:<30} drawn at seeds {seeds(r.drawn):<6} {r.status:<16} {left(r)}".rstrip() for r in plan.itertuples()]
+    todo = plan[plan.status != 'done']
+    lines.append(f"  {len(plan) - len(todo)} of {len(plan)} figures drawn at every seed asked"
+                 + (f"; left beyond the lanes: about {_duration(todo.left_s.sum())} of one process"
+                    + (' and figures of unknown cost' if todo.left_s.isna().any() else '') if len(todo) else ''))
     return '\n'.join(lines)
