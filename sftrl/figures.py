@@ -29,7 +29,7 @@ __all__ = ['PAPER_RULE_OOD', 'PAPER_VISUAL_OOD', 'PAPER_VIRL_PREVIOUS_BEST', 'PA
            'LINE_STYLES', 'SPLIT_TITLES', 'METRIC_LABELS', 'OVERALL_SPLITS', 'ArmValues', 'paper_values',
            'change_from_init', 'at_equal_compute', 'series_ends', 'provenance', 'save_figure', 'read_figure_csv',
            'check_figure_csv', 'smooth', 'seed_lines', 'draw_curve', 'draw_arms', 'percent_limits', 'percent_axis',
-           'arms_figure', 'series_figure', 'draw_bars', 'overall_success', 'overall_success_reading']
+           'arms_figure', 'series_figure', 'seed_mean', 'draw_bars', 'overall_success', 'overall_success_reading']
 
 # %% ../nbs/16_figures.ipynb #41499628
 class ArmValues(NamedTuple):
@@ -199,11 +199,16 @@ def series_figure(data: pd.DataFrame, panels: str, series: str, value: str = 'va
     fig.suptitle(title); fig.tight_layout()
     return fig
 
+def seed_mean(part: pd.DataFrame, value: str = 'value', by: str = 'arm') -> pd.DataFrame:
+    "`value` (and its `se`) of each `by` averaged over the seeds' rows: the mean, and the standard error of that mean, √(Σ se²) / n for n independent seeds."
+    groups = part.groupby(by)
+    return pd.DataFrame({value: groups[value].mean(), 'se': groups.se.agg(lambda se: np.sqrt((se ** 2).sum()) / len(se))})
+
 def draw_bars(ax, part: pd.DataFrame, paper: ArmValues, value: str = 'value'):
     "Init, SFT, RL (and DPO, GRPO, if any) at equal compute, mean over seeds with error bars, beside the paper's (hatched: its arms only)."
     arms = ['Init', 'SFT', 'RL'] + [a for a in ARMS if a not in ('Init', 'SFT', 'RL') and (part.arm == a).any()]
     paper, x = ArmValues(*paper), np.arange(len(arms))
-    mean = part.groupby('arm')[[value, 'se']].mean().reindex(arms)
+    mean = seed_mean(part, value).reindex(arms)
     colours = [ARM_COLOURS[a] for a in arms]
     ax.bar(x - 0.2, mean[value], 0.4, yerr=mean.se, color=colours, capsize=3, label='sftrl')
     theirs = [k for k, arm in enumerate(arms) if arm in paper._fields]   # the paper's arms: Init, SFT, RL
