@@ -199,9 +199,9 @@ def series_figure(data: pd.DataFrame, panels: str, series: str, value: str = 'va
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-def seed_mean(part: pd.DataFrame, value: str = 'value', by: str = 'arm') -> pd.DataFrame:
+def seed_mean(part: pd.DataFrame, value: str = 'value', by: str | list = 'arm') -> pd.DataFrame:
     "`value` (and its `se`) of each `by` averaged over the seeds' rows: the mean, and the standard error of that mean, √(Σ se²) / n for n independent seeds."
-    groups = part.groupby(by)
+    groups = part.groupby(by, sort=False)
     return pd.DataFrame({value: groups[value].mean(), 'se': groups.se.agg(lambda se: np.sqrt((se ** 2).sum()) / len(se))})
 
 def draw_bars(ax, part: pd.DataFrame, paper: ArmValues, value: str = 'value'):
