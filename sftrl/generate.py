@@ -159,14 +159,19 @@ def _cascade(query, key, value, attention_mask, groups, shared, layer: int):
 AttentionInterface.register('sftrl_rows', _rows_attention)
 
 class _RowCache:
-    "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row."
-    def __init__(self, model, rows: int, capacity: int):
+    "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row; in the memory of `spare` (a cache nothing reads any more) when it is large enough."
+    def __init__(self, model, rows: int, capacity: int, spare: _RowCache | None = None):
         c, param = model.get_decoder().config, next(model.parameters())
         dtype = torch.promote_types(param.dtype, torch.float32)   # a bf16 model's keys and values are kept in float32
         head_dim = getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads
-        shape = (c.num_hidden_layers, rows, c.num_key_value_heads)
-        self.keys = torch.zeros(*shape, head_dim, capacity, dtype=dtype, device=param.device)   # transposed: q·k reads rows of columns
-        self.values = torch.zeros(*shape, capacity, head_dim, dtype=dtype, device=param.device)
+        shape = (c.num_hidden_layers, rows, c.num_key_value_heads, head_dim, capacity)   # keys transposed: q·k reads rows of columns
+        fits = spare is not None and spare.memory[0].dtype == dtype and spare.memory[0].device == param.device and \
+            all(have >= need for have, need in zip(spare.memory[0].shape, shape))
+        # a spare's stale keys and values are finite and masked: they weigh exactly 0. New memory is zeros, never
+        # uninitialized (a NaN under the mask would still be NaN), and taking over a spare saves its page faults
+        self.memory = spare.memory if fits else (torch.zeros(shape, dtype=dtype, device=param.device),
+                                                 torch.zeros(*shape[:3], capacity, head_dim, dtype=dtype, device=param.device))
+        self.keys, self.values = self.memory[0][:, :rows, ..., :capacity], self.memory[1][:, :rows, :, :capacity]
         self.target = None   # (rows, columns [R, W], width, span) of the next forward
 
     @property
@@ -336,11 +341,14 @@ def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.
     return answers
 
 def _compact(cache: _RowCache, chats: list[_Chat], a: int, at: list[int], live, lengths, tokens, noise):
-    "Reorder the rows of a span, live ones first (keys and values moved along); the live part of the span's bookkeeping."
-    order = torch.cat([torch.nonzero(live).flatten(), torch.nonzero(~live).flatten()])
-    rows, width = slice(a, a + len(at)), int(lengths.max()) + 1
-    cache.keys[:, rows, ..., :width] = cache.keys[:, rows, ..., :width][:, order]
-    cache.values[:, rows, :, :width] = cache.values[:, rows, :, :width][:, order]
+    "Move a span's live rows to its front, each live row beyond it swapping places with a finished row within (only their keys and values move); the live part of the span's bookkeeping."
+    n = int(live.sum())
+    out, back = torch.nonzero(~live[:n]).flatten(), torch.nonzero(live[n:]).flatten() + n
+    order = torch.arange(len(at))
+    order[out], order[back] = back, out
+    moved, width = torch.cat([out, back]), int(lengths.max()) + 1
+    cache.keys[:, a + moved, ..., :width] = cache.keys[:, a + order[moved], ..., :width]
+    cache.values[:, a + moved, :, :width] = cache.values[:, a + order[moved], :, :width]
     for r, k in enumerate(order.tolist()): chats[at[k]].row = a + r
     lengths, order = lengths[order.to(lengths.device)], order.tolist()
     for k, n in zip([at[k] for k in order], lengths.tolist()): chats[k].computed = n   # the finished rows' final count
@@ -384,6 +392,7 @@ class GenerationEngine:
     def reset(self):
         "Forget every cached chat and prefix (after the model's weights change)."
         self.model, self.chats, self.prefixes, self.stats = None, {}, [], {'prefilled': 0, 'reused': 0}
+        self.caches = [None, None]   # the cache of the call before last (spare: its chats are gone) and the last call's
         self.running = None   # the model the engine runs: the policy's own, or its bf16 copy
 
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
@@ -404,6 +413,7 @@ class GenerationEngine:
         out = _generation(policy.tokenizer, [_model_ids(chats[row[i]].ids, image_id) for i in range(len(batch))],
                           [answers[row[i]] for i in range(len(batch))])
         self.chats = {}   # what the next call may continue: this call's chats, each with its answer
+        self.caches = [self.caches[1], chats[0].cache]
         for i, item in enumerate(batch):
             chat = chats[row[i]]; chat.ids = chat.ids + answers[row[i]]
             self.chats.setdefault(_chat_key(item['messages'] + [{'role': 'assistant', 'content': out.texts[i]}], item.get('image')), []).append(chat)
@@ -415,7 +425,7 @@ class GenerationEngine:
                  for item in batch]   # retokenize: every chat as `encode` writes it, the longest prefix cached reused (below)
         _find_prefixes(self, policy, plans)
         order = sorted(range(len(batch)), key=lambda i: len(plans[i][0]))   # similar lengths side by side
-        cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1)
+        cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1, spare=self.caches[0])
         chats = [_Chat(list(plans[i][0]), plans[i][2], row, cache, batch[i].get('image')) for row, i in enumerate(order)]
         for chat, i in zip(chats, order):
             source, n = plans[i][1], plans[i][2]
