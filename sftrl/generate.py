@@ -159,19 +159,14 @@ def _cascade(query, key, value, attention_mask, groups, shared, layer: int):
 AttentionInterface.register('sftrl_rows', _rows_attention)
 
 class _RowCache:
-    "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row; in the memory of `spare` (a cache nothing reads any more) when it is large enough."
-    def __init__(self, model, rows: int, capacity: int, spare: _RowCache | None = None):
+    "Keys and values of many chats, one row each: the token at position p of a chat has its keys and values in column p of its row."
+    def __init__(self, model, rows: int, capacity: int):
         c, param = model.get_decoder().config, next(model.parameters())
         dtype = torch.promote_types(param.dtype, torch.float32)   # a bf16 model's keys and values are kept in float32
         head_dim = getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads
-        shape = (c.num_hidden_layers, rows, c.num_key_value_heads, head_dim, capacity)   # keys transposed: q·k reads rows of columns
-        fits = spare is not None and spare.memory[0].dtype == dtype and spare.memory[0].device == param.device and \
-            all(have >= need for have, need in zip(spare.memory[0].shape, shape))
-        # a spare's stale keys and values are finite and masked: they weigh exactly 0. New memory is zeros, never
-        # uninitialized (a NaN under the mask would still be NaN), and taking over a spare saves its page faults
-        self.memory = spare.memory if fits else (torch.zeros(shape, dtype=dtype, device=param.device),
-                                                 torch.zeros(*shape[:3], capacity, head_dim, dtype=dtype, device=param.device))
-        self.keys, self.values = self.memory[0][:, :rows, ..., :capacity], self.memory[1][:, :rows, :, :capacity]
+        shape = (c.num_hidden_layers, rows, c.num_key_value_heads)
+        self.keys = torch.zeros(*shape, head_dim, capacity, dtype=dtype, device=param.device)   # transposed: q·k reads rows of columns
+        self.values = torch.zeros(*shape, capacity, head_dim, dtype=dtype, device=param.device)
         self.target = None   # (rows, columns [R, W], width, span) of the next forward
 
     @property
@@ -392,7 +387,6 @@ class GenerationEngine:
     def reset(self):
         "Forget every cached chat and prefix (after the model's weights change)."
         self.model, self.chats, self.prefixes, self.stats = None, {}, [], {'prefilled': 0, 'reused': 0}
-        self.caches = [None, None]   # the cache of the call before last (spare: its chats are gone) and the last call's
         self.running = None   # the model the engine runs: the policy's own, or its bf16 copy
 
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
@@ -413,7 +407,6 @@ class GenerationEngine:
         out = _generation(policy.tokenizer, [_model_ids(chats[row[i]].ids, image_id) for i in range(len(batch))],
                           [answers[row[i]] for i in range(len(batch))])
         self.chats = {}   # what the next call may continue: this call's chats, each with its answer
-        self.caches = [self.caches[1], chats[0].cache]
         for i, item in enumerate(batch):
             chat = chats[row[i]]; chat.ids = chat.ids + answers[row[i]]
             self.chats.setdefault(_chat_key(item['messages'] + [{'role': 'assistant', 'content': out.texts[i]}], item.get('image')), []).append(chat)
@@ -425,7 +418,7 @@ class GenerationEngine:
                  for item in batch]   # retokenize: every chat as `encode` writes it, the longest prefix cached reused (below)
         _find_prefixes(self, policy, plans)
         order = sorted(range(len(batch)), key=lambda i: len(plans[i][0]))   # similar lengths side by side
-        cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1, spare=self.caches[0])
+        cache = _RowCache(policy.model, len(batch), max(len(p[0]) for p in plans) + max_new_tokens + 1)
         chats = [_Chat(list(plans[i][0]), plans[i][2], row, cache, batch[i].get('image')) for row, i in enumerate(order)]
         for chat, i in zip(chats, order):
             source, n = plans[i][1], plans[i][2]
