@@ -342,12 +342,12 @@ def _compact(cache: _RowCache, chats: list[_Chat], a: int, at: list[int], live, 
     order = torch.arange(len(at))
     order[out], order[back] = back, out
     moved, width = torch.cat([out, back]), int(lengths.max()) + 1
-    cache.keys[:, a + moved, ..., :width] = cache.keys[:, a + order[moved], ..., :width]
-    cache.values[:, a + moved, :, :width] = cache.values[:, a + order[moved], :, :width]
+    target, source = a + moved, a + order[moved]
+    cache.keys[:, target, ..., :width] = cache.keys[:, source, ..., :width]
+    cache.values[:, target, :, :width] = cache.values[:, source, :, :width]
     for r, k in enumerate(order.tolist()): chats[at[k]].row = a + r
     lengths, order = lengths[order.to(lengths.device)], order.tolist()
-    for k, n in zip([at[k] for k in order], lengths.tolist()): chats[k].computed = n   # the finished rows' final count
-    n = int(live.sum())
+    for k, count in zip([at[k] for k in order], lengths.tolist()): chats[k].computed = count   # the finished rows' final count
     return ([at[k] for k in order][:n], live[order][:n], lengths[:n], tokens[order][:n],
             noise and [noise[k] for k in order][:n])
 
