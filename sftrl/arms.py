@@ -25,7 +25,7 @@ from .ledger import (RETIRED, checkpoint_name, finished, keep_checkpoint, record
 from .models import load_policy
 from .presets import eval_episodes, runs_root, study_preset
 from .rl import rl_checkpoints, rl_folder, rl_run, train_rl
-from .runs import building, checkpoint_table, on_gpu, run_precision
+from .runs import building, checkpoint_table, held_elsewhere, on_gpu, run_precision
 from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
@@ -163,16 +163,21 @@ def _checkpoint_name(path, root) -> str:
     return os.path.relpath(path, root)
 
 def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
-    "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one."
+    "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one. Evaluations another process is playing are left for last: two processes drawing one figure share its evaluations."
+    jobs = [(arm, split) for arm in arms.itertuples(index=False) for split in splits]
+    played = lambda arm, split: held_elsewhere(evaluation_log(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)[1])
+    results, pending = {}, list(range(len(jobs)))
+    while pending:
+        i = next((j for j in pending if not played(*jobs[j])), pending[0])   # all of them played elsewhere: wait for the first
+        pending.remove(i)
+        results[i] = evaluation(jobs[i][0].path, jobs[i][0].task, jobs[i][1], preset, root=root, **evaluation_kwargs)
     rows = []
-    for arm in arms.itertuples(index=False):
-        for split in splits:
-            result = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
-            metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
-            metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
-            where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
-            rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
-                         'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
+    for (arm, split), result in zip(jobs, (results[i] for i in range(len(jobs)))):
+        metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
+        metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
+        where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
+        rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
+                     'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
     return pd.DataFrame(rows).drop(columns='path')
 
 # %% ../nbs/15_arms.ipynb #8b8a9d1c

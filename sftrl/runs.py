@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
@@ -22,9 +22,9 @@ from .compute import gflops, sft_flops
 from .core import checkpoint_run, write_atomically
 
 # %% auto #0
-__all__ = ['TRAINER_STATE', 'PRECISIONS', 'PRECISION_RECORD', 'building', 'last_checkpoint', 'resume_training', 'StopAfter',
-           'ResumeAsPretrained', 'ResumingTrainer', 'on_gpu', 'training_precision', 'record_precision', 'run_precision',
-           'optimizer_steps', 'train_to_end', 'CheckpointCompute', 'checkpoint_table']
+__all__ = ['TRAINER_STATE', 'PRECISIONS', 'PRECISION_RECORD', 'building', 'held_elsewhere', 'last_checkpoint', 'resume_training',
+           'StopAfter', 'ResumeAsPretrained', 'ResumingTrainer', 'on_gpu', 'training_precision', 'record_precision',
+           'run_precision', 'optimizer_steps', 'train_to_end', 'CheckpointCompute', 'checkpoint_table']
 
 # %% ../nbs/04d_runs.ipynb #3c1b9d20
 def building(folder: Path):
@@ -33,6 +33,15 @@ def building(folder: Path):
     # under `accelerate launch` (WORLD_SIZE > 1) the ranks build the run together: a lock would leave one waiting
     if int(os.environ.get('WORLD_SIZE', '1')) > 1: return contextlib.nullcontext()
     return FileLock(str(folder) + '.lock')
+
+def held_elsewhere(folder: Path) -> bool:
+    "Is another process building `folder` now (its `building` lock held)? Asked without waiting; never so under `accelerate launch`."
+    lock = building(folder)
+    if not isinstance(lock, FileLock): return False
+    try: lock.acquire(timeout=0)
+    except Timeout: return True
+    lock.release()
+    return False
 
 # %% ../nbs/04d_runs.ipynb #164b9f65
 TRAINER_STATE = 'trainer_state.json'   # the file transformers writes last into a checkpoint
