@@ -15,7 +15,7 @@ import pandas as pd
 
 from .base import base_cache
 from .compute import gflops
-from .core import config_hash
+from .core import checkpoint_run, config_hash
 from .dpo import dpo_folder, dpo_run, train_dpo
 from .evaluate import RULE_METRICS, evaluate, load_evaluation, paired_comparison, rule_counts, summarize
 from .generate import model_policy
@@ -43,7 +43,8 @@ def _weights(checkpoint) -> Path:
                                 "`git fetch --unshallow` and delete its run folder, or train its run again")
     if path.is_dir() and not (path / 'config.json').exists():
         raise FileNotFoundError(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
-                                "runs start (sftrl.ledger); retrain it with `sftrl reproduce --fresh`, or delete its run folder")
+                                f"runs start (sftrl.ledger): `sftrl forget {checkpoint_run(checkpoint).name}` "
+                                "takes the run out of the ledger, to be trained and evaluated afresh")
     return Path(checkpoint)
 
 def keep_init(checkpoint, preset) -> Path | None:

@@ -16,8 +16,8 @@ from PIL import Image
 from .points import GeneralPointsEnv, SPLITS, points_answer
 
 # %% auto #0
-__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'retire', 'print_kept', 'runs_folder',
-           'print_plan', 'lane', 'demo', 'notebook_params', 'main']
+__all__ = ['scripted_answers', 'play_episode', 'write_episode', 'commit_base', 'keep', 'retire', 'forget', 'print_kept',
+           'runs_folder', 'print_plan', 'lane', 'demo', 'notebook_params', 'main']
 
 # %% ../nbs/20_cli.ipynb #76333af4
 def scripted_answers(info: dict) -> list[str]:
@@ -96,6 +96,12 @@ def retire(names: list[str], preset: str = 'tiny') -> list[dict]:
     for name in names: retire_checkpoint(kept[name])
     return kept_checkpoints(preset)
 
+def forget(name: str, preset: str = 'tiny', root=None) -> list[Path]:
+    "Forget finished run `name` in the `preset` ledger and runs folder (`sftrl.ledger.forget_run`): it trains again when next asked for. What was removed."
+    from sftrl.ledger import forget_run
+    from sftrl.presets import runs_root
+    return forget_run(name, preset, runs_root(preset, runs_folder(root)))
+
 def print_kept(rows: list[dict]):
     "One line a kept checkpoint: its size, where its weights are, how many recorded runs start from it."
     for row in rows:
@@ -113,6 +119,10 @@ def _ledger_parsers(commands):
     t = commands.add_parser("retire", help="list the checkpoints whose weights the ledger keeps, or retire some to git history")
     t.add_argument("checkpoints", nargs="*", metavar="RUN/CHECKPOINT", help="e.g. sft-gp-l-tiny-<hash>/checkpoint-350 (none: list them)")
     t.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    f = commands.add_parser("forget", help="take a finished run and its checkpoints' evaluations out of the ledger and the runs folder, to train it afresh")
+    f.add_argument("run", help="the run's folder name, e.g. rl-gp-l-<hash>")
+    f.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    f.add_argument("--root", default=None, help="the runs folder (default: $SFTRL_RUNS, else runs)")
 
 # %% ../nbs/20_cli.ipynb #97c6eac2
 def runs_folder(root=None) -> str:
@@ -225,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             from sftrl.ledger import kept_checkpoints
             print_kept(retire(args.checkpoints, args.preset) if args.checkpoints else kept_checkpoints(args.preset))
             if args.checkpoints: print("now commit the ledger (git add -A ledger && git commit): the weights stay in git history")
+        elif args.command == "forget":
+            print(*forget(args.run, args.preset, args.root), sep="\n")
+            print("now commit the ledger (git add -A ledger && git commit): the next `sftrl reproduce` trains the run again")
         elif args.command == "dry-run":
             from sftrl.launch import dry_run_all
             print(dry_run_all().round(2).to_string(index=False))

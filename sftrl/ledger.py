@@ -27,7 +27,7 @@ from .core import checkpoint_run, config_hash, write_atomically
 __all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'RETIRED', 'ledger_root',
            'ledger_for', 'reading', 'checkpoint_name', 'store_checkpoint', 'restore_checkpoint', 'finished',
            'run_entry', 'record_run', 'restore_run', 'keep_checkpoint', 'retire_checkpoint', 'kept_checkpoints',
-           'evaluation_entry', 'record_evaluation', 'restore_evaluation', 'record_base', 'restore_base',
+           'evaluation_entry', 'record_evaluation', 'restore_evaluation', 'forget_run', 'record_base', 'restore_base',
            'committed_bases']
 
 # %% ../nbs/04a_ledger.ipynb #0f91afbe
@@ -268,6 +268,25 @@ def restore_evaluation(path, preset: str) -> bool:
     if path.exists() and path.stat().st_size >= len(data): return False
     write_atomically(path, data)
     return True
+
+# %% ../nbs/04a_ledger.ipynb #46edf576
+def forget_run(name: str, preset: str, runs=None) -> list[Path]:
+    "Take finished run `name` (its folder's name) and its checkpoints' evaluations out of `preset`'s ledger, and out of `runs` (the preset's runs folder, holding `eval/`), to be trained and evaluated afresh. The paths removed."
+    root = ledger_for(preset)
+    entries = [p for p in root.glob(f'*/{name}') if p.is_dir() and p.parent.name != 'eval'] if root is not None else []
+    if not entries: raise ValueError(f"the {preset} ledger holds no run {name!r}")
+    starts = sorted(r.parent.name for r in root.glob('*/*/run.json') if r.parent.name != name
+                    and any(isinstance(v, str) and v.startswith(name + '/') for v in json.loads(_read_whole(r)).values()))
+    if starts: raise ValueError(f"{', '.join(starts)} start from {name}'s checkpoints: forget them first")
+    summaries = [s for s in sorted(root.glob('eval/*.json'))
+                 if json.loads(_read_whole(s)).get('key', {}).get('checkpoint', '').startswith(name + '/')]
+    paths = entries + [f for s in summaries for f in (s, s.with_suffix('.jsonl.gz'))]
+    if runs is not None:
+        runs = Path(runs)
+        paths += [runs / e.parent.name / name for e in entries] + [runs / 'eval' / s.with_suffix('.jsonl').name for s in summaries]
+    removed = [p for p in paths if p.exists()]
+    for p in removed: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return removed
 
 # %% ../nbs/04a_ledger.ipynb #d39b8624
 def _plain(config) -> dict:
