@@ -166,14 +166,16 @@ def _checkpoint_name(path, root) -> str:
 def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
     "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one. Evaluations another process is playing are left for last: two processes drawing one figure share its evaluations."
     jobs = [(arm, split) for arm in arms.itertuples(index=False) for split in splits]
-    played = lambda arm, split: held_elsewhere(evaluation_log(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)[1])
+    elsewhere = lambda arm, split: held_elsewhere(evaluation_log(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)[1])
     results, pending = {}, list(range(len(jobs)))
     while pending:
-        i = next((j for j in pending if not played(*jobs[j])), pending[0])   # all of them played elsewhere: wait for the first
+        i = next((j for j in pending if not elsewhere(*jobs[j])), pending[0])   # all played elsewhere: wait for the first
         pending.remove(i)
-        results[i] = evaluation(jobs[i][0].path, jobs[i][0].task, jobs[i][1], preset, root=root, **evaluation_kwargs)
+        arm, split = jobs[i]
+        results[i] = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
     rows = []
-    for (arm, split), result in zip(jobs, (results[i] for i in range(len(jobs)))):
+    for i, (arm, split) in enumerate(jobs):
+        result = results[i]
         metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
         metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
         where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
