@@ -227,14 +227,19 @@ def _retired_weights(folder: Path) -> dict[str, bytes]:
                                     f"does not hold it (a shallow clone?): `git fetch --unshallow`, or train its run again")
     return weights
 
-def kept_checkpoints(preset: str) -> list[dict]:
-    "Each checkpoint whose weights `preset`'s ledger keeps: its name, megabytes, the commit it was retired at ('' in the tree), the recorded runs starting from it, its entry."
-    root = ledger_for(preset)
-    if root is None or not root.is_dir(): return []
+def _starts(root: Path) -> dict[str, list[str]]:
+    "Every text value of the recorded runs' configs under ledger part `root` (a start: `run/checkpoint-N`), with the runs that hold it."
     starts = {}
     for record in sorted(root.glob('*/*/run.json')):
         for value in json.loads(_read_whole(record)).values():
             if isinstance(value, str): starts.setdefault(value, []).append(record.parent.name)
+    return starts
+
+def kept_checkpoints(preset: str) -> list[dict]:
+    "Each checkpoint whose weights `preset`'s ledger keeps: its name, megabytes, the commit it was retired at ('' in the tree), the recorded runs starting from it, its entry."
+    root = ledger_for(preset)
+    if root is None or not root.is_dir(): return []
+    starts = _starts(root)
     rows = []
     for folder in sorted({p.parent for pattern in ('*.safetensors', RETIRED) for p in root.glob(f'*/*/**/{pattern}')}):
         retired = json.loads(_read_whole(folder / RETIRED)) if (folder / RETIRED).exists() else None
@@ -275,8 +280,7 @@ def forget_run(name: str, preset: str, runs=None) -> list[Path]:
     root = ledger_for(preset)
     entries = [p for p in root.glob(f'*/{name}') if p.is_dir() and p.parent.name != 'eval'] if root is not None else []
     if not entries: raise ValueError(f"the {preset} ledger holds no run {name!r}")
-    starts = sorted(r.parent.name for r in root.glob('*/*/run.json') if r.parent.name != name
-                    and any(isinstance(v, str) and v.startswith(name + '/') for v in json.loads(_read_whole(r)).values()))
+    starts = sorted({run for start, runs in _starts(root).items() if start.startswith(name + '/') for run in runs if run != name})
     if starts: raise ValueError(f"{', '.join(starts)} start from {name}'s checkpoints: forget them first")
     summaries = [s for s in sorted(root.glob('eval/*.json'))
                  if json.loads(_read_whole(s)).get('key', {}).get('checkpoint', '').startswith(name + '/')]
