@@ -67,10 +67,25 @@ class ActorCritic(torch.nn.Module):
         self._no_split_modules = getattr(model, '_no_split_modules', None)   # what FSDP's auto-wrap splits on
 
     def forward(self, input_ids, attention_mask, last_prompt, **extra):
-        "Logits at every position, and the value at each row's `last_prompt` position ([rows], or [rows, k] for k turns a row)."
+        "Logits at every position, and the value at each row's `last_prompt` position ([rows], or [rows, k] for k turns a row); on a CPU, right-padded rows of different lengths one at a time, unpadded (zero logits past a row's end)."
+        lengths = attention_mask.sum(-1).tolist()
+        width = input_ids.shape[1]
+        if input_ids.device.type != 'cpu' or min(lengths) == width or not _right_padded(attention_mask, lengths):
+            return self._batched(input_ids, attention_mask, last_prompt, **extra)
+        # a padding mask sends the CPU's attention down its slow masked path: 1.3-1.5x the time of the rows alone (issue 21)
+        rows = [self._batched(input_ids[r:r + 1, :n], attention_mask[r:r + 1, :n], last_prompt[r:r + 1], **{k: v[r:r + 1] for k, v in extra.items()})
+                for r, n in enumerate(lengths)]
+        logits = torch.cat([torch.nn.functional.pad(l, (0, 0, 0, width - l.shape[1])) for l, _ in rows])
+        return logits, torch.cat([v for _, v in rows])
+
+    def _batched(self, input_ids, attention_mask, last_prompt, **extra):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False, **extra)
         rows = torch.arange(len(last_prompt), device=last_prompt.device).view(-1, *[1] * (last_prompt.dim() - 1))
         return out.logits, self.value_head(out.hidden_states[-1][rows, last_prompt])
+
+def _right_padded(attention_mask, lengths: list[int]) -> bool:
+    "Whether each row of the mask is ones up to its length and zeros after."
+    return bool((attention_mask == (torch.arange(attention_mask.shape[1], device=attention_mask.device) < torch.tensor(lengths, device=attention_mask.device)[:, None])).all())
 
 def hidden_size(model) -> int:
     config = model.config
