@@ -68,9 +68,9 @@ class ActorCritic(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, last_prompt, **extra):
         "Logits at every position, and the value at each row's `last_prompt` position ([rows], or [rows, k] for k turns a row); on a CPU, right-padded rows of different lengths one at a time, unpadded (zero logits past a row's end)."
-        lengths = attention_mask.sum(-1).tolist()
-        width = input_ids.shape[1]
-        if input_ids.device.type != 'cpu' or min(lengths) == width or not _right_padded(attention_mask, lengths):
+        if input_ids.device.type != 'cpu': return self._batched(input_ids, attention_mask, last_prompt, **extra)
+        lengths, width = attention_mask.sum(-1).tolist(), input_ids.shape[1]
+        if min(lengths) == width or not _right_padded(attention_mask, lengths):
             return self._batched(input_ids, attention_mask, last_prompt, **extra)
         # a padding mask sends the CPU's attention down its slow masked path: 1.3-1.5x the time of the rows alone (issue 21)
         rows = [self._batched(input_ids[r:r + 1, :n], attention_mask[r:r + 1, :n], last_prompt[r:r + 1], **{k: v[r:r + 1] for k, v in extra.items()})
