@@ -2,8 +2,9 @@
 
 1. rollouts: turns/s and tokens/s of `collect` playing GP-L with its own sampling (each chat's ids kept, the old
    log-probabilities and values read while generating), through `sftrl.generate.GenerationEngine` (each chat's keys
-   and values kept between tries; what `train_rl` uses on a CPU), and through `generate` re-encoding each chat — the
-   last two scored after the rollout, one packed forward per chain;
+   and values kept between tries; what `train_rl` uses on a CPU) keeping the old numbers as it generates and, as it
+   did before, scored after the rollout (one packed forward per chain), and through `generate` re-encoding each chat,
+   scored after;
 2. the PPO update: trained turn tokens/s (each turn's prompt and answer, as the per-turn update forwards them) of
    today's per-turn scoring against episode-packed scoring (one sequence per chain), in float32 and under bf16
    autocast, on the same rollout, from the same weights, with the ratios; and, as the bar the update should
@@ -37,13 +38,14 @@ from sftrl.tasks import make_env, start_episode, training_seeds
 
 
 def rollouts(policy, head, n_envs, steps=64, max_new_tokens=64, rounds=2):
-    "Rollout turns/s of the three ways `collect` plays, interleaved, best of `rounds`."
+    "Rollout turns/s of the ways `collect` plays, interleaved, best of `rounds`."
     best = {}
     for _ in range(rounds):
-        for name, make in (('generate, scored after', lambda: generate), ('own sampling', lambda: None),
-                           ('engine, scored after', GenerationEngine)):
+        for name, make, rescore in (('generate, scored after', lambda: generate, False), ('own sampling', lambda: None, False),
+                                    ('engine, scored after', GenerationEngine, True), ('engine, numbers kept', GenerationEngine, False)):
             start = time.process_time()
-            rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=make())
+            rollout = collect(policy, head, 'gp-l', steps, n_envs, seed=0, temperature=1.0, max_new_tokens=max_new_tokens, generator=make(),
+                              rescore=rescore)
             seconds = time.process_time() - start
             tokens = sum(len(t.prompt_ids) + len(t.answer_ids) for t in rollout.turns)
             best[name] = max(best.get(name, (0,)), (len(rollout.turns) / seconds, rollout.generation.generated / seconds, tokens / seconds))

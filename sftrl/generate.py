@@ -88,6 +88,8 @@ class Generation:
     prompt_ids: list[list[int]]
     answer_ids: list[list[int]]
     tokens: TokenCount
+    logprobs: list[list[float]] | None = None   # asked for (`GenerationEngine`'s `record`): each answer token's log-probability under logits / temperature
+    prompt_hidden: torch.Tensor | None = None   # asked for: each row's last hidden state at its prompt's last token [rows, hidden]
 
 def _strip(row: torch.Tensor, keep: torch.Tensor) -> list[int]:
     return row[keep.bool()].tolist()
@@ -294,7 +296,7 @@ def _with_images(policy: Policy, tokens: torch.Tensor, chats: list[_Chat]) -> to
     return embeds
 
 def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: int = 32) -> torch.Tensor:
-    "Run every chat's ids that have no keys and values yet, chats of similar lengths together; the logits at each chat's last id."
+    "Run every chat's ids that have no keys and values yet, chats of similar lengths together; the last hidden state at each chat's last id."
     device, pad, image_id = cache.keys.device, policy.tokenizer.pad_token_id, _image_id(policy)
     pending = sorted(range(len(chats)), key=lambda k: len(chats[k].ids) - chats[k].computed)
     last = [None] * len(chats)
@@ -307,13 +309,14 @@ def _prefill(policy: Policy, cache: _RowCache, chats: list[_Chat], chunk_rows: i
         hidden = _forward(policy.model, cache, torch.tensor([chats[k].row for k in chunk], device=device), tokens, starts,
                           embeds=_with_images(policy, tokens, [chats[k] for k in chunk]))
         for r, k in enumerate(chunk): last[k], chats[k].computed = hidden[r, lengths[r] - 1], len(chats[k].ids)
-    return policy.model.get_output_embeddings()(torch.stack(last)).float()
+    return torch.stack(last)
 
 def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.Tensor, sampling: RowSeededSampling | None,
-            max_new_tokens: int, batch_size: int, group_rows: int, shared=None, banned: tuple[int, ...] = ()) -> list[list[int]]:
-    "Answer every chat, `batch_size` rows at a time, one token per row per step until end-of-sequence or `max_new_tokens`."
+            max_new_tokens: int, batch_size: int, group_rows: int, shared=None, banned: tuple[int, ...] = (),
+            record: float | None = None) -> tuple[list[list[int]], list[list[float]] | None]:
+    "Answer every chat, `batch_size` rows at a time, one token per row per step until end-of-sequence or `max_new_tokens`; with `record` (a temperature) each answer token's log-probability under logits / `record` too."
     head, eos, device = policy.model.get_output_embeddings(), policy.tokenizer.eos_token_id, cache.keys.device
-    answers = [[] for _ in chats]
+    answers, logprobs = [[] for _ in chats], [[] for _ in chats] if record else None
     for a in range(0, len(chats), batch_size):
         at = list(range(a, min(a + batch_size, len(chats))))     # the chat in each row of the span, rows a, a+1, ...
         live, step_logits = torch.ones(len(at), dtype=torch.bool), logits[a:a + len(at)]
@@ -321,8 +324,11 @@ def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.
         noise = [sampling.generators[k] for k in at] if sampling else None
         for step in range(max_new_tokens):
             tokens = _choose(step_logits, sampling and (sampling.temperature, noise), live, banned)
+            picked = record and torch.log_softmax(step_logits / record, -1).gather(-1, tokens[:, None].to(device))[:, 0].tolist()
             for r, token in enumerate(tokens.tolist()):
-                if live[r]: answers[at[r]].append(token)
+                if live[r]:
+                    answers[at[r]].append(token)
+                    if record: logprobs[at[r]].append(picked[r])
             live &= tokens != eos
             if step == max_new_tokens - 1 or not live.any(): break
             if 2 * int(live.sum()) <= len(at) and len(at) > 8:   # half the rows have ended: move the rest to the front, decode only those
@@ -333,7 +339,7 @@ def _decode(policy: Policy, cache: _RowCache, chats: list[_Chat], logits: torch.
             lengths = lengths + live.to(device)           # a finished row writes its end-of-sequence nowhere it will read
             step_logits = head(hidden[:, 0]).float()
         for k, n in zip(at, lengths.tolist()): chats[k].computed = n
-    return answers
+    return answers, logprobs
 
 def _compact(cache: _RowCache, chats: list[_Chat], a: int, at: list[int], live, lengths, tokens, noise):
     "Move a span's live rows to its front, each live row beyond it swapping places with a finished row within (only their keys and values move); the live part of the span's bookkeeping."
@@ -390,8 +396,9 @@ class GenerationEngine:
         self.running = None   # the model the engine runs: the policy's own, or its bf16 copy
 
     def __call__(self, policy: Policy, batch: list[dict], temperature: float = 0.0, seed: int = 0,
-                 max_new_tokens: int = 256) -> Generation:
-        if not batch: return Generation([], [], [], TokenCount())
+                 max_new_tokens: int = 256, record: bool = False) -> Generation:
+        "`generate`'s answers; `record`: with each answer token's log-probability under logits / `temperature` (1 when greedy) and each prompt's last hidden state, as the model computed them while generating."
+        if not batch: return Generation([], [], [], TokenCount(), [] if record else None, None)
         if policy.model is not self.model: self.reset(); self.model = policy.model
         if self.running is None: self.running = _in_precision(policy.model, self.precision)
         running = Policy(self.running, policy.tokenizer, policy.processor, policy.kind)
@@ -399,13 +406,15 @@ class GenerationEngine:
         seeds = _row_seeds(seed, batch)
         sampling = RowSeededSampling(temperature, [seeds[i] for i in order]) if temperature > 0 else None
         with torch.autocast(running.model.device.type, enabled=False), _on_rows(running.model):   # its own precision, under a trainer's autocast too
-            first = _prefill(running, chats[0].cache, chats)
-            answers = _decode(running, chats[0].cache, chats, first, sampling, max_new_tokens, self.batch_size, self.group_rows,
-                              _cascade_prefix(self.prefixes, chats), self.banned)
+            last = _prefill(running, chats[0].cache, chats)
+            answers, logprobs = _decode(running, chats[0].cache, chats, running.model.get_output_embeddings()(last).float(), sampling,
+                                        max_new_tokens, self.batch_size, self.group_rows, _cascade_prefix(self.prefixes, chats), self.banned,
+                                        record=(temperature or 1.0) if record else None)
         row = {i: r for r, i in enumerate(order)}
         image_id = _image_id(policy)
         out = _generation(policy.tokenizer, [_model_ids(chats[row[i]].ids, image_id) for i in range(len(batch))],
                           [answers[row[i]] for i in range(len(batch))])
+        if record: out.logprobs, out.prompt_hidden = [logprobs[row[i]] for i in range(len(batch))], last[[row[i] for i in range(len(batch))]]
         self.chats = {}   # what the next call may continue: this call's chats, each with its answer
         for i, item in enumerate(batch):
             chat = chats[row[i]]; chat.ids = chat.ids + answers[row[i]]

@@ -296,11 +296,19 @@ def _play(env, turn: Turn, text: str, state: tuple, official_budget: bool) -> tu
     turn.success = bool(terminated and info['verdict'].correct)
     return None if turn.done else (obs, info, episode, state[3])
 
+def _records(generator) -> bool:
+    "Whether `generator` gives the old log-probabilities and values as it generates: the CPU engine in the model's own precision (bf16 weights round otherwise than the update)."
+    return isinstance(generator, GenerationEngine) and generator.precision == 'fp32'
+
 def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[dict], kept: list, temperature: float, seed: int | list[int],
-            max_new_tokens: int):
+            max_new_tokens: int, rescore: bool = False):
     "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None)."
-    if generator is not None:   # another backend answers the observations; `collect` scores the turns after
-        return generator(policy, batch, temperature, seed=seed, max_new_tokens=max_new_tokens), _pixel_rows(policy, batch), None, None
+    if generator is not None:   # another backend answers the observations; `collect` scores the turns after unless it read them
+        record = not rescore and _records(generator)
+        out = generator(policy, batch, temperature, seed=seed, max_new_tokens=max_new_tokens, **({'record': True} if record else {}))
+        if not record: return out, _pixel_rows(policy, batch), None, None
+        with torch.no_grad(): values = actor_critic.value_head(out.prompt_hidden).tolist()
+        return out, _pixel_rows(policy, batch), out.logprobs, values
     prompts, pixels = [k[0] for k in kept], [k[1] for k in kept]
     out, logprobs, values = _sample(actor_critic, policy, prompts, pixels, batch, temperature, seed, max_new_tokens)
     return out, pixels, logprobs, values
@@ -335,7 +343,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             obs, info = first if i == members[0] else start_episode(envs[i], task, 'train', envs[members[0]].np_random_seed)
             states[i] = (obs, info, {'turns': 0, 'reward': 0.0}, (hand, next(episode_ids)))
     for group in range(n_envs // size): deal(group)
-    turns, episodes, tokens, round_ = [], [], TokenCount(), 0
+    turns, episodes, tokens, round_, read = [], [], TokenCount(), 0, True   # read: generation kept every turn's old log-probabilities
     def playing() -> list[int]:   # groups play every episode to its end; otherwise the buffer stops at exactly `steps` turns
         if group_size: return [i for i in range(n_envs) if states[i] is not None]
         return list(range(min(n_envs, steps - len(turns))))
@@ -346,8 +354,8 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         round_seed = hash((seed, round_)) % 2**63   # a group's members show the same chat: each draws from its own seed
         seeds = [round_seed if i % size == 0 else hash((round_seed, i % size)) % 2**63 for i in live]
         out, pixels, logprobs, values = _answer(policy, actor_critic, generator, batch, [kept[i] for i in live], temperature,
-                                                seeds, max_new_tokens)
-        tokens, round_ = tokens + out.tokens, round_ + 1
+                                                seeds, max_new_tokens, rescore)
+        tokens, round_, read = tokens + out.tokens, round_ + 1, read and logprobs is not None
         new = [Turn(p, a, action_weights(tokenizer, a, task.family.action_key, thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, pixels)]
         if logprobs is not None: _keep_old(new, logprobs, values)
@@ -360,7 +368,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
             if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
                 deal(group)
-    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if generator is not None or rescore else TokenCount()
+    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if rescore or not read else TokenCount()
     if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens, scored)   # every episode ended: nothing to bootstrap
     pending = [kept[i] or _encoded(policy, _observation(task, *states[i][:2])) for i in range(n_envs)]
     return Rollout(turns, _values(actor_critic, [p for p, _ in pending], [px for _, px in pending], tokenizer.pad_token_id), episodes, tokens, scored)
@@ -644,7 +652,7 @@ def rl_compute(task, n_params: int, d_init: int, totals: dict) -> dict:
 
 # %% ../nbs/08_rl.ipynb #f75b7ee2
 def _rollout_generator(policy: Policy, backend: str, mixed_precision: str = 'no'):
-    "What plays a run's rollouts: on a CPU the generation engine (each chat's keys and values kept between tries, a vision chat's image among them; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; the turns scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
+    "What plays a run's rollouts: on a CPU the generation engine (each chat's keys and values kept between tries, a vision chat's image among them; bf16 weights when the run trains under bf16 autocast, else `generation_precision()`; in float32 it keeps the old log-probabilities and values as it generates, else the turns are scored after, one packed forward per chain); elsewhere `collect`'s own sampling (None), or vLLM."
     if backend != 'transformers': return generator(policy, backend)
     if on_gpu(): return None
     return GenerationEngine(precision='bf16' if mixed_precision == 'bf16' else generation_precision(), banned=_never_sampled(policy))

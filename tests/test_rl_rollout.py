@@ -298,16 +298,30 @@ def test_a_model_without_a_final_norm_is_scored_after(policy, head, monkeypatch)
 
 
 def test_the_generation_engine_plays_the_rollout_own_sampling_plays(policy, head):
-    "`train_rl`'s CPU path (sftrl.generate.GenerationEngine, keys and values kept between tries, scored after): the same turns as `collect`'s own sampling, the same old log-probabilities and values to 1e-5."
+    "`train_rl`'s CPU path (sftrl.generate.GenerationEngine, keys and values kept between tries, old numbers kept as it generates): the same turns as `collect`'s own sampling, the same old log-probabilities and values to 1e-5."
     from sftrl.generate import GenerationEngine
     own = collect(policy, head, 'gp-l', steps=12, n_envs=3, seed=6, temperature=1.0, max_new_tokens=10)
     engine = collect(policy, head, 'gp-l', steps=12, n_envs=3, seed=6, temperature=1.0, max_new_tokens=10, generator=GenerationEngine())
     assert [(t.prompt_ids, t.answer_ids, t.reward) for t in own.turns] == [(t.prompt_ids, t.answer_ids, t.reward) for t in engine.turns]
-    assert engine.scored == _forwarded(engine.turns, packed=True) and max(len(c) for c in chains(engine.turns)) > 1
+    assert engine.scored == TokenCount() and max(len(c) for c in chains(engine.turns)) > 1   # no scoring pass after
     for k, (a, b) in enumerate(zip(own.turns, engine.turns)):
         gap = max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs))
         assert gap < 1e-5 and abs(a.value - b.value) < 1e-5, (k, gap, a.answer_ids, [round(x - y, 6) for x, y in zip(a.token_logprobs, b.token_logprobs)])
     assert max(abs(x - y) for x, y in zip(own.last_values, engine.last_values)) < 1e-5
+
+
+def test_the_turns_are_scored_after_when_asked_or_when_the_engine_rounds_otherwise(policy, head):
+    "`rescore`, or an engine on bf16 weights (not the update's numbers), scores the turns after the rollout; a float32 engine's kept numbers are that pass's to 1e-5."
+    from sftrl.generate import GenerationEngine
+    kwargs = dict(steps=6, n_envs=2, seed=6, temperature=1.0, max_new_tokens=8)
+    kept = collect(policy, head, 'gp-l', generator=GenerationEngine(), **kwargs)
+    scored = collect(policy, head, 'gp-l', generator=GenerationEngine(), rescore=True, **kwargs)
+    assert kept.scored == TokenCount() and scored.scored == _forwarded(scored.turns, packed=True)
+    for a, b in zip(kept.turns, scored.turns):
+        assert a.answer_ids == b.answer_ids and abs(a.value - b.value) < 1e-5
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-5
+    rounded = collect(policy, head, 'gp-l', generator=GenerationEngine(precision='bf16'), **kwargs)
+    assert rounded.scored == _forwarded(rounded.turns, packed=True)
 
 
 def test_the_engine_plays_a_vision_rollout_as_own_sampling(tokenizer):
