@@ -301,10 +301,9 @@ def _records(generator) -> bool:
     return isinstance(generator, GenerationEngine) and generator.precision == 'fp32'
 
 def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[dict], kept: list, temperature: float, seed: int | list[int],
-            max_new_tokens: int, rescore: bool = False):
-    "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None)."
-    if generator is not None:   # another backend answers the observations; `collect` scores the turns after unless it read them
-        record = not rescore and _records(generator)
+            max_new_tokens: int, record: bool = False):
+    "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None); `record`: ask `generator` for them."
+    if generator is not None:   # another backend answers the observations; `collect` scores the turns after unless it recorded them
         out = generator(policy, batch, temperature, seed=seed, max_new_tokens=max_new_tokens, **({'record': True} if record else {}))
         if not record: return out, _pixel_rows(policy, batch), None, None
         with torch.no_grad(): values = actor_critic.value_head(out.prompt_hidden).tolist()
@@ -331,6 +330,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
     "Play `n_envs` training episodes in lockstep until `steps` turns are buffered (seeded by `seed`); with `group_size`, each hand by that many environments, every episode to its end. `generator` None: the policy continues each chat's own ids (`_sample`); `rescore`: score the turns after even then."
     task, tokenizer, actor_critic = get_task(task), policy.tokenizer, ActorCritic(policy.model, value_head)
     size, rescore = group_size or 1, rescore or _final_norm(policy.model) is None   # no norm to read the values at: score after
+    record = generator is not None and not rescore and _records(generator)   # the engine keeps the old numbers as it generates
     if n_envs % size: raise ValueError(f"n_envs must be a multiple of group_size, got {n_envs} and {group_size}")
     envs = [make_env(task, 'train', viter=viter, **(env_kwargs or {})) for _ in range(n_envs)]
     episodes_from, hands, episode_ids = training_episodes(task, seed), itertools.count(), itertools.count()
@@ -343,7 +343,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
             obs, info = first if i == members[0] else start_episode(envs[i], task, 'train', envs[members[0]].np_random_seed)
             states[i] = (obs, info, {'turns': 0, 'reward': 0.0}, (hand, next(episode_ids)))
     for group in range(n_envs // size): deal(group)
-    turns, episodes, tokens, round_, read = [], [], TokenCount(), 0, True   # read: generation kept every turn's old log-probabilities
+    turns, episodes, tokens, round_ = [], [], TokenCount(), 0
     def playing() -> list[int]:   # groups play every episode to its end; otherwise the buffer stops at exactly `steps` turns
         if group_size: return [i for i in range(n_envs) if states[i] is not None]
         return list(range(min(n_envs, steps - len(turns))))
@@ -354,8 +354,8 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         round_seed = hash((seed, round_)) % 2**63   # a group's members show the same chat: each draws from its own seed
         seeds = [round_seed if i % size == 0 else hash((round_seed, i % size)) % 2**63 for i in live]
         out, pixels, logprobs, values = _answer(policy, actor_critic, generator, batch, [kept[i] for i in live], temperature,
-                                                seeds, max_new_tokens, rescore)
-        tokens, round_, read = tokens + out.tokens, round_ + 1, read and logprobs is not None
+                                                seeds, max_new_tokens, record)
+        tokens, round_ = tokens + out.tokens, round_ + 1
         new = [Turn(p, a, action_weights(tokenizer, a, task.family.action_key, thought_weight, skip_first), px, 0.0, 0.0, env=i)
                for i, p, a, px in zip(live, out.prompt_ids, out.answer_ids, pixels)]
         if logprobs is not None: _keep_old(new, logprobs, values)
@@ -368,7 +368,7 @@ def collect(policy: Policy, value_head, task, steps: int, n_envs: int, seed: int
         for group in range(n_envs // size):   # without groups a finished environment starts its next episode at once
             if all(states[i] is None for i in range(group * size, (group + 1) * size)) and (not group_size or len(turns) < steps):
                 deal(group)
-    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if rescore or not read else TokenCount()
+    scored = _remember_chains(actor_critic, turns, temperature, tokenizer.pad_token_id, n_envs) if rescore or (generator is not None and not record) else TokenCount()
     if group_size: return Rollout(turns, [0.0] * n_envs, episodes, tokens, scored)   # every episode ended: nothing to bootstrap
     pending = [kept[i] or _encoded(policy, _observation(task, *states[i][:2])) for i in range(n_envs)]
     return Rollout(turns, _values(actor_critic, [p for p, _ in pending], [px for _, px in pending], tokenizer.pad_token_id), episodes, tokens, scored)
