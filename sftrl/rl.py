@@ -305,9 +305,10 @@ def _answer(policy: Policy, actor_critic: ActorCritic, generator, batch: list[di
     "One round's `Generation`, each turn's image, and the old log-probabilities and values where generation read them (else None); `record`: ask `generator` for them."
     if generator is not None:   # another backend answers the observations; `collect` scores the turns after unless it recorded them
         out = generator(policy, batch, temperature, seed=seed, max_new_tokens=max_new_tokens, **({'record': True} if record else {}))
-        if not record: return out, _pixel_rows(policy, batch), None, None
+        pixels = _pixel_rows(policy, batch)
+        if not record: return out, pixels, None, None
         with torch.no_grad(): values = actor_critic.value_head(out.prompt_hidden).tolist()
-        return out, _pixel_rows(policy, batch), out.logprobs, values
+        return out, pixels, out.logprobs, values
     prompts, pixels = [k[0] for k in kept], [k[1] for k in kept]
     out, logprobs, values = _sample(actor_critic, policy, prompts, pixels, batch, temperature, seed, max_new_tokens)
     return out, pixels, logprobs, values
