@@ -30,19 +30,23 @@ from .sft import base_policy, sft_folder, sft_run, train_sft
 from .tasks import env_settings, get_task
 
 # %% auto #0
-__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'keep_init', 'study_run', 'trained_sft', 'trained_rl', 'trained_dpo', 'trained_grpo',
-           'base_checkpoint', 'evaluation_log', 'evaluation', 'compare', 'evaluate_arms', 'choose_init', 'Arm',
-           'rl_arms', 'sft_arms', 'dpo_arms', 'chosen_init', 'study_arms', 'rl_learning_rate_grid']
+__all__ = ['METRICS', 'INIT_SHARE', 'ARMS', 'WeightsNotHere', 'keep_init', 'study_run', 'trained_sft', 'trained_rl',
+           'trained_dpo', 'trained_grpo', 'base_checkpoint', 'evaluation_log', 'evaluation', 'compare', 'evaluate_arms',
+           'choose_init', 'Arm', 'rl_arms', 'sft_arms', 'dpo_arms', 'chosen_init', 'study_arms',
+           'rl_learning_rate_grid']
 
 # %% ../nbs/15_arms.ipynb #d31c840a
+class WeightsNotHere(FileNotFoundError):
+    "A checkpoint that would have to be loaded (to evaluate it) whose weights are not here: its run came from the ledger, which keeps weights only where later runs start."
+
 def _weights(checkpoint) -> Path:
     "`checkpoint`, or an error that says how to get its weights when its run came from the ledger without them (or retired them to a history this clone lacks)."
     path = Path(checkpoint)
     if path.is_dir() and (path / RETIRED).exists() and not list(path.glob('*.safetensors')):
-        raise FileNotFoundError(f"{path}'s weights were retired from the ledger to git history, which this clone lacks: "
+        raise WeightsNotHere(f"{path}'s weights were retired from the ledger to git history, which this clone lacks: "
                                 "`git fetch --unshallow` and delete its run folder, or train its run again")
     if path.is_dir() and not (path / 'config.json').exists():
-        raise FileNotFoundError(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
+        raise WeightsNotHere(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
                                 f"runs start (sftrl.ledger): `sftrl forget {checkpoint_run(checkpoint).name}` "
                                 "takes the run out of the ledger, to be trained and evaluated afresh")
     return Path(checkpoint)
@@ -163,8 +167,9 @@ def _checkpoint_name(path, root) -> str:
         if path.is_relative_to(top): return path.relative_to(top).as_posix()
     return os.path.relpath(path, root)
 
-def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_kwargs) -> pd.DataFrame:
-    "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one. Evaluations another process is playing are left for last: two processes drawing one figure share its evaluations."
+def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', missing: str = 'raise', **evaluation_kwargs) -> pd.DataFrame:
+    "Every checkpoint of `arms` (a `study_arms` table) on every split: one row each, metrics in %, `value` the plotted one. Evaluations another process is playing are left for last: two processes drawing one figure share its evaluations. `missing='skip'`: an evaluation that needs weights not here (`WeightsNotHere`) is left out, and listed as (checkpoint, split) in the table's `attrs['missing']`."
+    if missing not in ('raise', 'skip'): raise ValueError(f"missing must be 'raise' or 'skip', got {missing!r}")
     jobs = [(arm, split) for arm in arms.itertuples(index=False) for split in splits]
     elsewhere = lambda arm, split: held_elsewhere(evaluation_log(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)[1])
     results, pending = {}, list(range(len(jobs)))
@@ -172,16 +177,22 @@ def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', **evaluation_
         i = next((j for j in pending if not elsewhere(*jobs[j])), pending[0])   # all played elsewhere: wait for the first
         pending.remove(i)
         arm, split = jobs[i]
-        results[i] = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
-    rows = []
+        try: results[i] = evaluation(arm.path, arm.task, split, preset, root=root, **evaluation_kwargs)
+        except WeightsNotHere:
+            if missing == 'raise': raise
+    rows, left_out = [], []
     for i, (arm, split) in enumerate(jobs):
+        if i not in results:
+            left_out.append((_checkpoint_name(arm.path, root), split)); continue
         result = results[i]
         metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
         metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
         where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
         rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
                      'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
-    return pd.DataFrame(rows).drop(columns='path')
+    table = pd.DataFrame(rows).drop(columns='path', errors='ignore')
+    table.attrs['missing'] = left_out
+    return table
 
 # %% ../nbs/15_arms.ipynb #8b8a9d1c
 INIT_SHARE = 0.5   # Init: the earliest SFT checkpoint whose ID score reaches this share of the final one's
