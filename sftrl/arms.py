@@ -44,11 +44,11 @@ def _weights(checkpoint) -> Path:
     path = Path(checkpoint)
     if path.is_dir() and (path / RETIRED).exists() and not list(path.glob('*.safetensors')):
         raise WeightsNotHere(f"{path}'s weights were retired from the ledger to git history, which this clone lacks: "
-                                "`git fetch --unshallow` and delete its run folder, or train its run again")
+                             "`git fetch --unshallow` and delete its run folder, or train its run again")
     if path.is_dir() and not (path / 'config.json').exists():
         raise WeightsNotHere(f"{checkpoint} has no weights here: its run came from the ledger, which keeps weights only where later "
-                                f"runs start (sftrl.ledger): `sftrl forget {checkpoint_run(checkpoint).name}` "
-                                "takes the run out of the ledger, to be trained and evaluated afresh")
+                             f"runs start (sftrl.ledger): `sftrl forget {checkpoint_run(checkpoint).name}` "
+                             "takes the run out of the ledger, to be trained and evaluated afresh")
     return Path(checkpoint)
 
 def keep_init(checkpoint, preset) -> Path | None:
