@@ -182,13 +182,13 @@ def evaluate_arms(arms: pd.DataFrame, splits, preset, root='runs', missing: str 
             if missing == 'raise': raise
     rows, left_out = [], []
     for i, (arm, split) in enumerate(jobs):
+        name = _checkpoint_name(arm.path, root)   # the figure's CSV names checkpoints by run, not by machine
         if i not in results:
-            left_out.append((_checkpoint_name(arm.path, root), split)); continue
+            left_out.append((name, split)); continue
         result = results[i]
         metrics = {k: 100 * v for k, v in result.items() if k.startswith(METRICS)}
         metric = get_task(arm.task).metric   # the paper's plotted metric: GP success, V-IRL per-step accuracy
-        where = {'checkpoint': _checkpoint_name(arm.path, root)}   # the figure's CSV names checkpoints by run, not by machine
-        rows.append({**arm._asdict(), **where, 'split': split, 'episodes': result['episodes'], **metrics,
+        rows.append({**arm._asdict(), 'checkpoint': name, 'split': split, 'episodes': result['episodes'], **metrics,
                      'metric': metric, 'value': metrics[metric], 'se': metrics[f'{metric}_se']})
     table = pd.DataFrame(rows).drop(columns='path', errors='ignore')
     table.attrs['missing'] = left_out
