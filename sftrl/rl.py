@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from .tasks import (env_settings, evaluation_openings, evaluation_seeds, get_tas
 __all__ = ['RATIOS', 'PAPER_RL', 'TINY_LEARNING_RATES', 'TINY_CHOSEN_RATES', 'TINY_BASELINES', 'RL_PRESETS', 'action_weights',
            'ValueHead', 'ActorCritic', 'hidden_size', 'Turn', 'chains', 'score_tokens', 'score', 'remember', 'Rollout',
            'training_episodes', 'collect', 'gae', 'group_advantages', 'ppo_loss', 'RLRun', 'PaperRL', 'rl_run',
-           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_compute', 'rl_mixed_precision',
+           'ppo_update', 'kl_probes', 'kl_to_init', 'rl_folder', 'rl_scheduler', 'rl_compute', 'rl_mixed_precision',
            'checkpoint_updates', 'train_rl', 'rl_log', 'rl_checkpoints', 'learning_rate_sweep', 'choose_learning_rate']
 
 # %% ../nbs/08_rl.ipynb #0b777feb
@@ -485,6 +486,7 @@ class RLRun:
     backend: str = 'transformers'   # rollout generation: transformers `generate`, or 'vllm' on GPUs (sftrl.generate)
     ratio: str = 'turn'             # the ratio PPO clips: 'turn' (official: the product of its tokens'), 'token', 'sequence_mean' (GSPO)
     group_size: int | None = None   # episodes per hand, advantages against the hand's mean return (GRPO) instead of the critic's; None: the critic
+    warmup_updates: int = 0         # updates over which the learning rate rises linearly to its value (0: none, official)
     kl_probes: int = 8              # prompts per evaluation split on which KL to the Init is logged after every update (0: none)
 
     def __post_init__(self):
@@ -625,7 +627,18 @@ def kl_to_init(actor_critic: ActorCritic, probes: dict[str, list[Turn]], tempera
 # %% ../nbs/08_rl.ipynb #e0db6c3d
 def rl_folder(run: RLRun, root='runs/rl') -> Path:
     "The run's folder, named by the hash of its config with `init` by its checkpoint name (the same on every machine)."
-    return Path(root) / f"rl-{get_task(run.task).name}-{config_hash({**asdict(run), 'init': checkpoint_name(run.init)})}"
+    config = {**asdict(run), 'init': checkpoint_name(run.init)}
+    if not run.warmup_updates: del config['warmup_updates']   # runs from before the option keep their names
+    return Path(root) / f"rl-{get_task(run.task).name}-{config_hash(config)}"
+
+def rl_scheduler(optimizer, run: RLRun):
+    "The learning rate by update: cosine decay over `cosine_updates`, the first `warmup_updates` updates at 1/(W+1), 2/(W+1), … of it."
+    period = run.cosine_updates or run.updates
+    if not run.warmup_updates: return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period, eta_min=run.lr_min)
+    def factor(update: int) -> float:
+        floor = run.lr_min / run.learning_rate
+        return min(1.0, (update + 1) / (run.warmup_updates + 1)) * (floor + (1 - floor) * (1 + math.cos(math.pi * update / period)) / 2)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 def _save_state(folder: Path, update: int, policy, value_head, optimizer, scheduler, rng, totals: dict):
     "What a resumed run needs after `update`, as one folder `state` written whole: a kill leaves the last update's state or this one's."
@@ -699,7 +712,7 @@ def _train(run: RLRun, folder: Path, progress: bool, stop_after: int | None, rep
     groups = [{'params': [p for p in policy.model.parameters() if p.requires_grad]},
               {'params': list(value_head.parameters()), 'lr': run.learning_rate if run.value_learning_rate is None else run.value_learning_rate}]
     optimizer = torch.optim.Adam(groups, lr=run.learning_rate, eps=1e-7, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.cosine_updates or run.updates, eta_min=run.lr_min)
+    scheduler = rl_scheduler(optimizer, run)
     rng, totals, start = np.random.default_rng(run.seed), {'trained': TokenCount(), 'rollouts': TokenCount(), 'd_rl': 0}, 0
     if resumed:
         value_head.load_state_dict(resumed['value_head']); optimizer.load_state_dict(resumed['optimizer'])
