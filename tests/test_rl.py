@@ -94,3 +94,23 @@ def test_the_learning_rate_sweep_script_prints_each_update_and_applies_the_rule(
     else: assert table.query('chosen').learning_rate.tolist() == [chosen] and f'chosen learning rate: {chosen:g}' in out
     logs = {json.loads(f.read_text())['learning_rate']: rl_log(f.parent) for f in (tmp_path / 'runs').glob('rl-*/run.json')}
     assert choose_learning_rate(logs) == chosen
+
+
+def test_the_learner_check_deals_every_training_episode_from_its_pool(tmp_path, policy, capsys, monkeypatch):
+    "benchmarks/rl_learner_check.py on a smoke policy: training seeds come from the pool only, one table per rate."
+    import runpy
+    from pathlib import Path
+    import sftrl.rl as rl
+    from sftrl.models import save_policy
+    from sftrl.tasks import training_seeds
+    monkeypatch.setattr(rl, 'training_seeds', rl.training_seeds)   # the script replaces it; the test puts it back
+    script = runpy.run_path(str(Path(__file__).parents[1] / 'benchmarks' / 'rl_learner_check.py'))
+    init = save_policy(policy, tmp_path / 'init')
+    logs = script['main']([str(init), '--hands', '2', '--rates', '1e-4', '1e-5', '--preset', 'smoke', '--root', str(tmp_path / 'runs'),
+                           '--set', 'updates=1', 'steps=4', 'n_envs=2', 'minibatch=2', 'max_new_tokens=8', 'viter=2', 'kl_probes=1'])
+    pool = training_seeds(0, 2)
+    assert rl.training_seeds(7, 5) == [pool[0], pool[1], pool[0], pool[1], pool[0]]
+    out = capsys.readouterr().out
+    assert out.count('2 training hands, learning rate ') == 2 and 'success_rate' in out
+    assert sorted(logs) == [1e-5, 1e-4] and all(len(log) == 1 for log in logs.values())
+    assert len(list((tmp_path / 'runs' / '2-hands').glob('rl-*/done'))) == 2
