@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -491,6 +491,7 @@ class RLRun:
 
     def __post_init__(self):
         if self.ratio not in RATIOS: raise ValueError(f"ratio must be one of {RATIOS}, got {self.ratio!r}")
+        if self.warmup_updates < 0: raise ValueError(f"warmup_updates must be >= 0, got {self.warmup_updates}")
         if self.group_size is not None and (self.group_size < 2 or self.n_envs % self.group_size):
             raise ValueError(f"group_size must be >= 2 and divide n_envs ({self.n_envs}), got {self.group_size}")
 
