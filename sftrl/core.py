@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ctypes
+import glob
 import hashlib
 import importlib.util
 import json
@@ -25,8 +26,8 @@ from gymnasium import spaces
 # %% auto #0
 __all__ = ['FEEDBACK_PREFIX', 'MAX_ANSWER_CHARS', 'MAX_FEEDBACK_CHARS', 'STEP_LIMIT', 'TRACKERS', 'TRIM_SECONDS', 'HEAP_RETURNED',
            'bounded_feedback', 'Verdict', 'TextActionEnv', 'episode_seeds', 'config_hash', 'checkpoint_run',
-           'write_atomically', 'settled_folder', 'write_folder_atomically', 'cut_log', 'installed_trackers',
-           'return_freed_memory']
+           'stale_temps', 'write_atomically', 'settled_folder', 'write_folder_atomically', 'cut_log',
+           'installed_trackers', 'return_freed_memory']
 
 # %% ../nbs/00_core.ipynb #1e58fddb
 FEEDBACK_PREFIX = "You failed this trial because "
@@ -137,10 +138,23 @@ def checkpoint_run(checkpoint) -> Path:
     path = Path(checkpoint)
     return path.parent.parent if path.parent.name == 'checkpoints' else path.parent
 
+def _writer_gone(pid: str) -> bool:
+    if not pid.isdigit(): return False
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return True
+    except PermissionError: pass   # running, as another user
+    return False
+
+def stale_temps(folder, name: str = '*', recursive: bool = False) -> list[Path]:
+    "The temporary files `write_atomically` left for `name` (a glob) in `folder`, and below it if `recursive`, whose writers no longer run: what a kill left."
+    found = (Path(folder).rglob if recursive else Path(folder).glob)(f'.{name}.*.tmp')
+    return sorted(t for t in found if _writer_gone(t.name.split('.')[-2]))
+
 def write_atomically(path, data) -> Path:
     "Write `data` (text, bytes, or a function that writes a file at the path it is given) to `path` through a temporary file beside it and a rename: readers see the old file or the new one."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for left in stale_temps(path.parent, glob.escape(path.name)): left.unlink(missing_ok=True)   # a killed writer's
     temp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         if callable(data): data(temp)

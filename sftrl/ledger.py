@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save_file
 
-from .core import checkpoint_run, config_hash, write_atomically
+from .core import checkpoint_run, config_hash, stale_temps, write_atomically
 
 # %% auto #0
 __all__ = ['REPOSITORY', 'LEDGER_ENV', 'FRESH_ENV', 'MAX_KEPT_MB', 'SKIPPED', 'FINISHED', 'RECORDS', 'RETIRED', 'ledger_root',
@@ -161,6 +161,7 @@ def record_run(folder, preset: str) -> Path | None:
     for f in _record_files(folder):
         data = json.dumps(_relocatable(json.loads(f.read_text())), sort_keys=True).encode() if f.suffix == '.json' else f.read_bytes()
         _write_if_changed(entry / f.relative_to(folder), data)
+    for left in stale_temps(entry, recursive=True): left.unlink(missing_ok=True)   # a record a kill cut short left these
     return entry
 
 def restore_run(folder, preset: str) -> bool:
